@@ -1,0 +1,1 @@
+"""Training plumbing shared by pretrain, retrain, finetune (and the pseudolabel/select trainers)."""

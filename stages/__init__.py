@@ -1,0 +1,1 @@
+"""One module per pipeline stage: thin glue that reads params, calls the library, writes outputs."""
