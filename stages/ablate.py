@@ -1,0 +1,127 @@
+"""The paper's ablations as queued DVC experiments, and a markdown report of their metrics.
+
+Each ablation is a set of `-S key=value` overrides on params.yaml; `dvc exp run --queue` snapshots
+the workspace, so every experiment reruns only the stages whose params changed (the rest come from
+DVC's run cache). `report` reads `dvc exp show --json` and prints one row per experiment.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable
+
+from semdepth import SemdepthError
+
+# name -> params overrides. "scratch" is Hoyer's baseline: no depth anywhere; since ImageNet weights
+# are not available offline, its encoder starts from the source-domain backbone (the offline stand-in).
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "scratch": {"finetune.init": "source", "finetune.multitask": False, "finetune.mix": "none"},
+    "transfer": {"finetune.init": "sde", "finetune.multitask": False, "finetune.mix": "none"},
+    "depthmix": {"finetune.init": "sde", "finetune.multitask": False, "finetune.mix": "depthmix"},
+    "classmix": {"finetune.init": "sde", "finetune.multitask": False, "finetune.mix": "classmix"},
+    "multitask": {"finetune.init": "sde", "finetune.multitask": True, "finetune.mix": "none"},
+    "full": {"finetune.init": "sde", "finetune.multitask": True, "finetune.mix": "depthmix",
+             "select.method": "ds_us"},
+    "full-random-selection": {"finetune.init": "sde", "finetune.multitask": True, "finetune.mix": "depthmix",
+                              "select.method": "random"},
+}
+# Depth guidance ablations (issue 10): rerun the whole depth half of the pipeline.
+GUIDANCE = {f"guidance-{g}": {"sde.guidance": g} for g in ("none", "seg_branch", "pac", "seem")}
+ALL = {**ABLATIONS, **GUIDANCE}
+
+# Metrics shown in the report: (column title, metrics file, dotted key)
+COLUMNS = [
+    ("mIoU", "metrics/eval.json", "segmentation.miou"),
+    ("pixel acc", "metrics/eval.json", "segmentation.pixel_accuracy"),
+    ("AbsRel s1", "metrics/pretrain.json", "val.abs_rel"),
+    ("AbsRel s2", "metrics/retrain.json", "val.abs_rel"),
+    ("AbsRel car s2", "metrics/retrain.json", "val.class_abs_rel.car"),
+    ("AbsRel edges s2", "metrics/retrain.json", "val.edge_abs_rel"),
+]
+
+
+def _fmt(v: Any) -> str:
+    return "true" if v is True else "false" if v is False else str(v)
+
+
+def exp_run_args(name: str, overrides: dict[str, Any]) -> list[str]:
+    args = ["dvc", "exp", "run", "--queue", "--force", "-n", name]
+    for k, v in overrides.items():
+        args += ["-S", f"{k}={_fmt(v)}"]
+    return args
+
+
+def queue_ablations(names: Iterable[str] | None, run: bool, jobs: int) -> None:
+    chosen = list(names) if names else list(ABLATIONS)
+    unknown = [n for n in chosen if n not in ALL]
+    if unknown:
+        raise SemdepthError(f"unknown ablation(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
+    for name in chosen:
+        cmd = exp_run_args(name, ALL[name])
+        print(" ".join(cmd))
+        if subprocess.call(cmd):
+            raise SemdepthError(f"queueing ablation {name} failed: {' '.join(cmd)}")
+    if run:
+        subprocess.check_call(["dvc", "queue", "start", "-j", str(jobs)])
+        print(f"queue started with {jobs} worker(s); follow with `dvc queue status`, then `semdepth report`")
+
+
+def _dig(d: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def _rows(node: Any) -> Iterable[dict]:
+    """Every experiment/commit record in `dvc exp show --json` output (format varies by version)."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _rows(item)
+    elif isinstance(node, dict):
+        if "rev" in node and "data" in node:
+            yield node
+        for key in ("experiments", "revs"):
+            if key in node and node[key]:
+                yield from _rows(node[key])
+
+
+def table_from_exp_show(records: Any) -> list[dict]:
+    out = []
+    for rec in _rows(records):
+        data = rec.get("data") or {}
+        metrics = data.get("metrics") or {}
+        params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
+        row = {"experiment": rec.get("name") or data.get("name") or str(rec.get("rev"))[:7]}
+        for title, path, key in COLUMNS:
+            row[title] = _dig((metrics.get(path) or {}).get("data"), key)
+        row["init"] = _dig(params, "finetune.init")
+        row["multitask"] = _dig(params, "finetune.multitask")
+        row["mix"] = _dig(params, "finetune.mix")
+        row["select"] = _dig(params, "select.method")
+        row["guidance"] = _dig(params, "sde.guidance")
+        out.append(row)
+    return out
+
+
+def to_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return "(no experiments found: queue some with `semdepth ablate --run`)\n"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = [f"{v:.3f}" if isinstance(v, float) else ("–" if v is None else str(v)) for v in r.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report(out: Path | None) -> None:
+    proc = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+    if proc.returncode:
+        raise SemdepthError(f"dvc exp show failed: {proc.stderr.strip().splitlines()[-1:]}")
+    md = to_markdown(table_from_exp_show(json.loads(proc.stdout or "[]")))
+    print(md)
+    if out:
+        Path(out).write_text(md)
