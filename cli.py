@@ -96,15 +96,17 @@ def pretrain(params: Path = ParamsOpt) -> None:
 
 @app.command()
 def select(params: Path = ParamsOpt) -> None:
-    """Choose the frames to annotate (Hoyer Alg. 1). Reads: select, data/models/sde_stage1.pt,
-    data/prepared/. Writes: data/selection/selection.parquet, metrics/select.json."""
+    """Choose the frames to annotate (Hoyer Alg. 1). Reads: select, data.hood_fraction,
+    data/models/sde_stage1.pt, data/prepared/. Writes: data/selection/selection.parquet,
+    metrics/select.json."""
     _run("select", params)
 
 
 @app.command(name="filter")
 def filter_(params: Path = ParamsOpt) -> None:
-    """RANSAC ground-plane filter on stage-1 depth. Reads: filter, data/models/sde_stage1.pt,
-    data/pseudolabels/. Writes: data/filter/frames.parquet, metrics/filter.json, a figure."""
+    """RANSAC ground-plane filter on stage-1 depth. Reads: filter, seed, data.hood_fraction,
+    data/prepared/, data/pseudolabels/, data/models/sde_stage1.pt. Writes: data/filter/frames.parquet,
+    metrics/filter.json, metrics/figures/filter/dropped.png."""
     _run("filter", params)
 
 

@@ -101,13 +101,17 @@ class PseudolabelConfig:
                    "deeplabv3_mobilenet_v3_large"] = "deeplabv3_resnet18"
     weights: str = "train"  # train | torchvision-coco | <path to a state dict>
     steps: int = num(600, 1, 10_000_000)
-    batch_size: int = num(8, 1, 1024)
+    batch_size: int = num(8, 2, 1024)  # >= 2: BatchNorm in DeepLabV3's image-pooling branch
     lr: float = num(0.01, 0.0, 10.0, lo_open=True)
     weight_decay: float = num(1e-4, 0.0, 1.0)
     scale_min: float = num(0.75, 0.1, 4.0)
     scale_max: float = num(1.5, 0.1, 4.0)
     color_jitter: float = num(0.3, 0.0, 1.0)
     infer_batch_size: int = num(16, 1, 1024)
+
+    def check(self, key: str) -> None:
+        if self.scale_min > self.scale_max:
+            raise ConfigError(f"{key}.scale_min: {self.scale_min} is larger than scale_max {self.scale_max}")
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,7 @@ class FilterConfig:
     reference_area: int = num(640 * 192, 1, 10**9)  # ... scaled by (H*W)/reference_area
     near_range: float = num(15.0, 0.0, 1e4, lo_open=True)  # ground points within this many camera heights
     min_ground_points: int = num(50, 3, 10**9)
+    max_tilt: float = num(30.0, 0.0, 90.0, lo_open=True)  # degrees between a plane hypothesis and the camera up axis
     batch_size: int = num(16, 1, 1024)
 
 

@@ -23,11 +23,31 @@ def _tmp_sibling(final: Path) -> Path:
     return final.parent / f".{final.name}.tmp-{os.getpid()}"
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale(final: Path) -> None:
+    """Temporary siblings left by killed processes (SIGKILL skips cleanup) would pile up; remove them."""
+    prefix = f".{final.name}.tmp-"
+    for cand in final.parent.glob(prefix + "*"):
+        pid = cand.name[len(prefix):]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(cand, ignore_errors=True) if cand.is_dir() else cand.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces `final` only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(final)
     tmp = _tmp_sibling(final)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

@@ -1,0 +1,1 @@
+"""Data: Cityscapes-layout reader, SynthCity renderer, label tables."""

@@ -1,0 +1,1 @@
+"""Evaluation metrics: segmentation confusion matrix / IoU, depth errors. Import submodules explicitly."""

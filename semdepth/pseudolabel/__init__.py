@@ -1,0 +1,1 @@
+"""Pseudo-label network: training on the labelled source domain, batched inference and scoring."""

@@ -1,0 +1,293 @@
+"""SynthCity: the geometry is right (re-projection, disparity, object motion), the files are Cityscapes.
+
+Renders are tiny (at most 128x256, a handful of snippets) so the whole module runs in seconds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import filecmp
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from cityscapesscripts.helpers.labels import id2label, name2label
+
+from semdepth.config import ConfigError, SynthConfig, parse_params
+from semdepth.data.synthcity.camera import Intrinsics
+from semdepth.data.synthcity.render import render_snippet
+from semdepth.data.synthcity.shading import HOOD_EDGE
+from semdepth.data.synthcity.writer import write_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+REQUIRED = ("road", "sidewalk", "building", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+            "terrain", "sky", "person", "car", "truck")
+
+
+def small_cfg(**kw) -> SynthConfig:
+    base = dict(height=64, width=128, train_snippets=2, val_snippets=1, source_snippets=1, workers=1)
+    base.update(kw)
+    return dataclasses.replace(SynthConfig(), **base)
+
+
+# ------------------------------------------------------------------------------------------------
+# geometry
+# ------------------------------------------------------------------------------------------------
+def warp_into(target, source, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Source image resampled at the target pixels through true depth and poses; and where valid.
+
+    Valid: target depth known, the point lands inside the source image in front of the camera, it
+    is not occluded there (source depth agrees within 3 %), it is not on a depth edge (bilinear
+    sampling would mix foreground and background there), and neither end is an independently
+    moving object (those break the static-world assumption by design).
+    """
+    h, w = target.depth.shape
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    z = target.depth.astype(np.float64)
+    pts = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z, np.ones_like(z)], -1)
+    T_src_tgt = np.linalg.inv(source.pose) @ target.pose
+    ps = pts @ T_src_tgt.T
+    zs = np.where(ps[..., 2] > 1e-6, ps[..., 2], 1e-6)
+    us, vs = K[0, 0] * ps[..., 0] / zs + K[0, 2], K[1, 1] * ps[..., 1] / zs + K[1, 2]
+    inside = (ps[..., 2] > 0) & (us >= 0) & (us <= w - 1) & (vs >= 0) & (vs <= h - 1)
+    ui, vi = np.clip(np.rint(us), 0, w - 1).astype(int), np.clip(np.rint(vs), 0, h - 1).astype(int)
+    seen = source.depth[vi, ui]
+    kernel = np.ones((3, 3), np.uint8)
+    near, far = cv2.erode(target.depth, kernel), cv2.dilate(target.depth, kernel)
+    flat = far < 1.05 * near
+    valid = (inside & (z > 0) & flat & (seen > 0) & (np.abs(seen - zs) < 0.03 * zs) & ~target.moving
+             & ~source.moving[vi, ui])
+    u0, v0 = np.clip(np.floor(us), 0, w - 2).astype(int), np.clip(np.floor(vs), 0, h - 2).astype(int)
+    a, b = np.clip(us - u0, 0, 1)[..., None], np.clip(vs - v0, 0, 1)[..., None]
+    img = source.image.astype(np.float64)
+    warped = (img[v0, u0] * (1 - a) * (1 - b) + img[v0, u0 + 1] * a * (1 - b) + img[v0 + 1, u0] * (1 - a) * b
+              + img[v0 + 1, u0 + 1] * a * b)
+    return warped, valid
+
+
+@pytest.mark.parametrize("index", [0, 3])
+def test_reprojection_reproduces_the_frame(index: int) -> None:
+    cfg = small_cfg(height=128, width=256)
+    K = Intrinsics.cityscapes(cfg.height, cfg.width).matrix()
+    _, (prev, cur, nxt) = render_snippet(cfg, "train", index, offsets=[-1, 0, 1])
+    for src in (prev, nxt):
+        warped, valid = warp_into(cur, src, K)
+        assert valid.mean() > 0.4
+        target = cur.image.astype(np.float64)
+        err = np.abs(warped - target).mean(-1)[valid].mean()
+        identity = np.abs(src.image.astype(np.float64) - target).mean(-1)[valid].mean()
+        # sensor noise alone gives ~1.4 grey levels (the rest: resampling across colour edges)
+        assert err < 3.0, err
+        assert identity > 2.0 * err, (err, identity)
+
+
+def test_wrong_pose_does_not_reproduce_the_frame() -> None:
+    """The check above has teeth: a pose off by 20 cm forward warps visibly worse."""
+    cfg = small_cfg(height=128, width=256)
+    K = Intrinsics.cityscapes(cfg.height, cfg.width).matrix()
+    _, (cur, nxt) = render_snippet(cfg, "train", 0, offsets=[0, 1])
+    warped, valid = warp_into(cur, nxt, K)
+    good = np.abs(warped - cur.image).mean(-1)[valid].mean()
+    shifted = dataclasses.replace(nxt, pose=nxt.pose @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0.2],
+                                                                  [0, 0, 0, 1.0]]))
+    warped_bad, valid_bad = warp_into(cur, shifted, K)
+    m = valid & valid_bad
+    bad = np.abs(warped_bad - cur.image).mean(-1)[m].mean()
+    assert bad > 1.3 * good, (good, bad)
+
+
+def _centroid(mask: np.ndarray) -> np.ndarray:
+    v, u = np.nonzero(mask)
+    return np.array([u.mean(), v.mean()])
+
+
+def test_lead_car_stays_put_while_the_world_flows_outward() -> None:
+    cfg = small_cfg(height=128, width=256, lead_car_share=1.0)
+    K = Intrinsics.cityscapes(cfg.height, cfg.width).matrix()
+    checked_parked = 0
+    for index in range(3):
+        scene, frames = render_snippet(cfg, "train", index)  # offsets -2..2
+        assert scene.lead_car
+        roles = scene.objects.role
+        lead = roles.index("lead")
+        assert all(scene.objects.moving[[lead]]) and all((f.instance == lead).sum() > 100 for f in frames)
+        c = np.array([_centroid(f.instance == lead) for f in frames])
+        assert np.abs(c - c[2]).max() < 1.5, c  # body jitter only (a fraction of a pixel per frame)
+        assert all(f.moving[f.instance == lead].all() for f in frames)
+
+        first, last = frames[0], frames[-1]
+        for obj, role in enumerate(roles):
+            if role != "parked":
+                continue
+            m0, m1 = first.instance == obj, last.instance == obj
+            if m0.sum() < 300 or m1.sum() < 300:  # near enough to flow by pixels in 4 frames
+                continue
+            vs, us = np.nonzero(m0 | m1)
+            if us.min() == 0 or us.max() == cfg.width - 1 or vs.max() >= cfg.height * (1 - HOOD_EDGE) - 8:
+                continue  # cut by the image border or the hood: centroids would not be comparable
+            assert not first.moving[m0].any()
+            # where the static world would put the car's frame-0 pixels in the last frame ...
+            h, w = m0.shape
+            v, u = np.nonzero(m0)
+            z = first.depth[v, u].astype(np.float64)
+            pts = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z, np.ones_like(z)], 1)
+            p = pts @ (np.linalg.inv(last.pose) @ first.pose).T
+            pred = np.stack([K[0, 0] * p[:, 0] / p[:, 2] + K[0, 2], K[1, 1] * p[:, 1] / p[:, 2] + K[1, 2]], 1)
+            c0, c1 = _centroid(m0), _centroid(m1)
+            # ... is where it is (it moves like the background), and that is outward and far
+            assert np.linalg.norm(pred.mean(0) - c1) < 1.5, (pred.mean(0), c1)
+            assert abs(c1[0] - K[0, 2]) - abs(c0[0] - K[0, 2]) > 1.0, (c0, c1)
+            assert np.linalg.norm(c1 - c0) > 2.5 * max(np.abs(c - c[2]).max(), 0.8), (c0, c1, c)
+            checked_parked += 1
+    assert checked_parked >= 2
+
+
+def test_labels_are_cityscapes_and_cover_the_classes() -> None:
+    cfg = small_cfg(height=96, width=192)
+    seen = np.zeros(256, bool)
+    hood_rows = int(np.floor(cfg.height * HOOD_EDGE))
+    ego = name2label["ego vehicle"].id
+    for split, n in (("train", 5), ("source", 3)):
+        for index in range(n):
+            _, frames = render_snippet(cfg, split, index, offsets=[0])
+            lab = frames[0].label
+            seen[np.unique(lab)] = True
+            assert (lab[-hood_rows:] == ego).all()
+            assert (frames[0].depth[lab == ego] == 0).all() and (frames[0].depth[lab == name2label["sky"].id] == 0).all()
+    ids = np.nonzero(seen)[0]
+    assert all(int(i) in id2label and id2label[int(i)].id >= 0 for i in ids)
+    names = {id2label[int(i)].name for i in ids}
+    missing = [c for c in REQUIRED if c not in names]
+    assert not missing, missing
+
+
+def test_hood_is_static_and_source_differs_in_style() -> None:
+    cfg = small_cfg()
+    _, frames = render_snippet(cfg, "train", 1)
+    hood = frames[0].label == name2label["ego vehicle"].id
+    assert all(((f.label == name2label["ego vehicle"].id) == hood).all() for f in frames)
+    assert all(np.abs(f.image[hood].astype(int) - frames[0].image[hood]).mean() < 3 for f in frames)
+    # the source domain is lit by a low sun: warmer (red over blue) than the target city on average
+    warmth = {s: np.mean([(lambda im: im[..., 0].mean() - im[..., 2].mean())(
+        render_snippet(cfg, s, i, offsets=[0])[1][0].image.astype(float)) for i in range(3)]) for s in ("train", "source")}
+    assert warmth["source"] > warmth["train"] + 5, warmth
+
+
+# ------------------------------------------------------------------------------------------------
+# files
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, SynthConfig]:
+    cfg = small_cfg(lead_car_share=0.5)
+    root = tmp_path_factory.mktemp("synth") / "a"
+    summary = write_dataset(cfg, root, workers=1, progress=False)
+    return root, summary, cfg
+
+
+def test_layout_and_extras(written) -> None:
+    root, summary, cfg = written
+    assert summary["frames"] == 3 * 5 + 1
+    rows = (root / "snippets.csv").read_text().splitlines()
+    assert rows[0].startswith("split,city,sequence,lead_car,speed")
+    assert len(rows) == 1 + 4
+    for line in rows[1:]:
+        split, city, seq = line.split(",")[:3]
+        ann = f"{city}_{int(seq):06d}_000019"
+        for kind, suffix in (("leftImg8bit", "_leftImg8bit.png"), ("gtFine", "_gtFine_labelIds.png"),
+                             ("gtFine", "_gtFine_color.png"), ("gtFine", "_gtFine_instanceIds.png"),
+                             ("camera", "_camera.json"), ("disparity", "_disparity.png")):
+            assert (root / kind / split / city / f"{ann}{suffix}").is_file(), (kind, ann)
+        frames = [0] if split == "source" else cfg.frame_offsets
+        seq_dir = root / "leftImg8bit_sequence" / split / city
+        assert seq_dir.is_dir() != (split == "source")
+        for off in frames:
+            fid = f"{city}_{int(seq):06d}_{19 + off:06d}"
+            if split != "source":
+                assert (seq_dir / f"{fid}_leftImg8bit.png").is_file()
+            depth = np.load(root / "depth" / split / city / f"{fid}_depth.npy")
+            assert depth.dtype == np.float32 and depth.shape == (cfg.height, cfg.width)
+            pose = np.array(json.loads((root / "pose" / split / city / f"{fid}_pose.json").read_text())["T_world_cam"])
+            assert pose.shape == (4, 4) and np.allclose(pose[:3, :3] @ pose[:3, :3].T, np.eye(3), atol=1e-9)
+            mov = cv2.imread(str(root / "moving" / split / city / f"{fid}_moving.png"), cv2.IMREAD_UNCHANGED)
+            assert mov.dtype == np.uint8 and set(np.unique(mov)) <= {0, 255}
+        img = cv2.imread(str(root / "leftImg8bit" / split / city / f"{ann}_leftImg8bit.png"), cv2.IMREAD_UNCHANGED)
+        assert img.shape == (cfg.height, cfg.width, 3) and img.dtype == np.uint8
+        lab = cv2.imread(str(root / "gtFine" / split / city / f"{ann}_gtFine_labelIds.png"), cv2.IMREAD_UNCHANGED)
+        col = cv2.imread(str(root / "gtFine" / split / city / f"{ann}_gtFine_color.png"), cv2.IMREAD_UNCHANGED)
+        lut = np.array([id2label[i].color if i in id2label else (0, 0, 0) for i in range(256)], np.uint8)
+        assert lab.ndim == 2 and (col[..., ::-1] == lut[lab]).all()
+
+
+def test_disparity_decodes_to_the_exact_depth(written) -> None:
+    root, _, _ = written
+    files = sorted((root / "disparity").rglob("*_disparity.png"))
+    assert files
+    for path in files:
+        fid = path.name[: -len("_disparity.png")]
+        split, city = path.parent.parent.name, path.parent.name
+        cam = json.loads((root / "camera" / split / city / f"{fid}_camera.json").read_text())
+        fx, baseline = cam["intrinsic"]["fx"], cam["extrinsic"]["baseline"]
+        assert {"fx", "fy", "u0", "v0"} <= set(cam["intrinsic"])
+        p = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert p.dtype == np.uint16
+        depth = np.load(root / "depth" / split / city / f"{fid}_depth.npy").astype(np.float64)
+        assert ((p == 0) == (depth == 0)).all()
+        valid = p > 1
+        disp = (p[valid].astype(np.float64) - 1.0) / 256.0
+        # uint16 quantisation: the disparity is exact to half a step (1/512 px)
+        assert np.abs(disp - baseline * fx / depth[valid]).max() <= 0.5 / 256 + 1e-9
+        decoded = baseline * fx / disp
+        rel = np.abs(decoded - depth[valid]) / depth[valid]
+        assert np.all(rel <= (0.5 / 256) / disp + 1e-9)
+
+
+def test_same_params_same_bytes_other_seed_other_world(written, tmp_path: Path) -> None:
+    root, _, cfg = written
+    again = tmp_path / "b"
+    write_dataset(cfg, again, workers=2, progress=False)  # other worker count, other completion order
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    _, mismatch, errors = filecmp.cmpfiles(root, again, [str(f) for f in files], shallow=False)
+    assert not mismatch and not errors
+    _, other = render_snippet(dataclasses.replace(cfg, seed=cfg.seed + 1), "train", 0, offsets=[0])
+    mine = cv2.imread(str(next((root / "leftImg8bit" / "train").rglob("*_000000_000019_leftImg8bit.png"))))
+    assert np.abs(other[0].image[..., ::-1].astype(int) - mine).mean() > 10
+
+
+def test_synthesize_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stages import synthesize
+
+    raw = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
+    raw["synth"].update(train_snippets=1, val_snippets=1, source_snippets=1, workers=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    synthesize.main("params.yaml")
+    metrics = json.loads((tmp_path / "metrics" / "synthesize.json").read_text())
+    assert metrics["frames"] == 11 and metrics["frames_per_second"] > 0
+    assert abs(sum(metrics["class_pixel_share"].values()) - 1) < 1e-3 and "road" in metrics["class_pixel_share"]
+    assert (tmp_path / "data" / "raw" / "synthcity" / "snippets.csv").is_file()
+    assert not [p for p in (tmp_path / "data" / "raw").iterdir() if p.name.startswith(".")]  # no temp dir left
+
+
+@pytest.mark.parametrize("key,value", [("train_snippets", 0), ("val_snippets", 0), ("height", 63), ("width", 129),
+                                       ("speed_min", -1.0), ("speed_max", 0.0), ("lead_car_share", 1.5),
+                                       ("fps", 0.0), ("frame_offsets", [-1, 1])])
+def test_bad_params_are_rejected_with_the_key(key: str, value) -> None:
+    raw = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
+    raw["synth"][key] = value
+    with pytest.raises(ConfigError) as e:
+        parse_params(raw, "tiny.yaml")
+    msg = str(e.value)
+    assert "\n" not in msg and (f"synth.{key}" in msg or (key in ("height", "width") and "synth.height/width" in msg))
+
+
+def test_render_is_fast_enough_to_matter() -> None:
+    """Not a benchmark (benchmarks/synthcity.py is): a guard against per-pixel Python loops."""
+    import time
+
+    cfg = small_cfg(height=128, width=256)
+    t0 = time.process_time()
+    render_snippet(cfg, "val", 0)
+    assert time.process_time() - t0 < 5.0
