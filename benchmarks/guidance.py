@@ -41,6 +41,35 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+class SavedTensors:
+    """Bytes autograd keeps for the backward (unique storages, weights excluded), via saved-tensor
+    hooks: an exact, process-independent measure of activation memory, unlike ru_maxrss."""
+
+    def __init__(self, params=()) -> None:
+        self.storages: dict[int, int] = {}
+        self.exclude = {p.untyped_storage().data_ptr() for p in params}
+
+    def __enter__(self) -> "SavedTensors":
+        import torch
+
+        def pack(t):
+            st = t.untyped_storage()
+            if st.data_ptr() not in self.exclude:
+                self.storages[st.data_ptr()] = st.nbytes()
+            return t
+
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._ctx.__exit__(*exc)
+
+    @property
+    def mb(self) -> float:
+        return sum(self.storages.values()) / 2**20
+
+
 def batch_for(b: int, h: int, w: int):
     import torch
     import torch.nn.functional as F
@@ -90,7 +119,7 @@ def run_step(args: argparse.Namespace) -> dict:
         opt.step()
 
     step()  # warm-up (allocator, Adam state)
-    with SavedTensors() as saved:
+    with SavedTensors(list(depth.parameters()) + list(pose.parameters())) as saved:
         held = step_losses(depth, pose, batch, ocfg)
     del held
     before = rss_mb()
@@ -124,33 +153,6 @@ def run_step(args: argparse.Namespace) -> dict:
 PAC_LAYERS = {1: (32 + 64, 32), 2: (64 + 64, 64), 3: (128 + 128, 128)}
 
 
-class SavedTensors:
-    """Bytes autograd keeps for the backward (unique storages), via saved-tensor hooks: an exact,
-    process-independent measure of activation memory, unlike ru_maxrss."""
-
-    def __init__(self) -> None:
-        self.storages: dict[int, int] = {}
-
-    def __enter__(self) -> "SavedTensors":
-        import torch
-
-        def pack(t):
-            st = t.untyped_storage()
-            self.storages[st.data_ptr()] = st.nbytes()
-            return t
-
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._ctx.__exit__(*exc)
-
-    @property
-    def mb(self) -> float:
-        return sum(self.storages.values()) / 2**20
-
-
 def run_layers(args: argparse.Namespace) -> list[dict]:
     """conv | pac_shift | pac_unfold at decoder levels 1-3 (in this process: timing + saved bytes)."""
     import torch
@@ -182,7 +184,7 @@ def run_layers(args: argparse.Namespace) -> list[dict]:
                 for _ in range(reps):
                     fwd()
                 t_fwd = (time.perf_counter() - t) / reps
-            with SavedTensors() as saved:
+            with SavedTensors(list(pac.parameters())) as saved:
                 y = fwd()
             y.square().mean().backward()
             t = time.perf_counter()
@@ -220,7 +222,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--pac-impl", choices=["shift", "unfold"], default="shift", help="PAC implementation in the SDE rows")
+    ap.add_argument("--pac-impl", choices=["shift", "unfold"], default="shift",
+                    help="PAC implementation in the SDE rows")
     ap.add_argument("--only", choices=["sde", "pac"], default=None, help="run one of the two groups")
     ap.add_argument("--mode", choices=["step"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)

@@ -46,7 +46,8 @@ def dataset_rows(cfg: SynthConfig) -> None:
         base = base or fps
         emit(bench="synthcity_write", height=cfg.height, width=cfg.width, workers=s["workers"],
              snippets=s["snippets"], frames=s["frames"], seconds=round(s["seconds"], 3),
-             frames_per_s=round(fps, 2), speedup_vs_1_worker=round(fps / base, 2))
+             frames_per_s=round(fps, 2), speedup_vs_1_worker=round(fps / base, 2),
+             frames_per_cpu_s=round(s["frames_per_cpu_second"], 2))
 
 
 def cast_rows(cfg: SynthConfig, repeats: int = 3) -> None:
@@ -71,7 +72,8 @@ def cast_rows(cfg: SynthConfig, repeats: int = 3) -> None:
         raycast._rects, raycast.SMALL = real_rects, real_small
     # same surfaces (small parts are batched in float32, so a silhouette pixel may rarely differ)
     mismatch = float(np.mean([np.mean(a.part != b.part) for a, b in zip(hits, naive_hits)]))
-    emit(bench="synthcity_cast", height=cfg.height, width=cfg.width, parts=int(np.mean([len(s.parts.obj) for s in scenes])),
+    parts = int(np.mean([len(s.parts.obj) for s in scenes]))
+    emit(bench="synthcity_cast", height=cfg.height, width=cfg.width, parts=parts,
          cast_ms=round(fast * 1e3, 2), naive_cast_ms=round(naive * 1e3, 2), speedup_vs_naive=round(naive / fast, 2),
          part_mismatch_fraction=round(mismatch, 6))
 

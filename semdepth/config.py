@@ -73,6 +73,10 @@ class SynthConfig:
             raise ConfigError(f"{key}.speed_min: {self.speed_min} is larger than speed_max {self.speed_max}")
         if 0 not in self.frame_offsets:
             raise ConfigError(f"{key}.frame_offsets: must contain 0 (the annotated frame)")
+        offsets = self.frame_offsets
+        if len(set(offsets)) != len(offsets) or not all(-19 <= o <= 10 for o in offsets):
+            raise ConfigError(f"{key}.frame_offsets: must be distinct and within -19..10 (frames 0..29 of a "
+                              f"Cityscapes snippet around frame 19), got {self.frame_offsets}")
         if self.height % 2 or self.width % 2:
             raise ConfigError(f"{key}.height/width: must be even, got {self.height}x{self.width}")
 
@@ -170,10 +174,10 @@ class SelectConfig:
 class FilterConfig:
     ransac_iterations: int = num(256, 1, 100_000)
     inlier_threshold: float = num(0.05, 0.0, 10.0, lo_open=True)  # fraction of the camera height
-    margin: float = num(0.3, 0.0, 10.0)  # below-ground margin, fraction of the camera height
+    margin: float = num(1.0, 0.0, 10.0)  # below-ground margin, fraction of the camera height
     threshold_px: float = num(10.0, 0.0, 1e9)  # dropped when more below-ground pixels, at 640x192 ...
     reference_area: int = num(640 * 192, 1, 10**9)  # ... scaled by (H*W)/reference_area
-    near_range: float = num(15.0, 0.0, 1e4, lo_open=True)  # ground points within this many camera heights
+    near_range: float = num(20.0, 0.0, 1e4, lo_open=True)  # ground fit and counting within this many camera heights
     min_ground_points: int = num(50, 3, 10**9)
     max_tilt: float = num(30.0, 0.0, 90.0, lo_open=True)  # degrees between a plane hypothesis and the camera up axis
     batch_size: int = num(16, 1, 1024)

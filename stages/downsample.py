@@ -1,16 +1,17 @@
 """downsample stage: a Cityscapes-layout root -> data/prepared/ at the working resolution + manifest.
 
-Snippets are independent, so they are prepared in worker processes (`data.workers`, 0 = all cores),
-each writing straight into the temporary output directory; the manifest is assembled here, sorted,
-so the output does not depend on which worker finished first. The whole of data/prepared/ appears
+Snippets are independent, so they are prepared in worker processes (`data.workers`, 0 = all cores,
+1 = in this process), each writing straight into the temporary output directory; the manifest is
+assembled here, sorted, so the output does not depend on which worker finished first. The whole of data/prepared/ appears
 only when every snippet succeeded (semdepth.io.atomic_dir).
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from semdepth import SemdepthError
 from semdepth.data.cityscapes import CityscapesRoot, PrepareTask, prepare_snippet, write_manifest
@@ -29,20 +30,35 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already; cv2's own threads would oversubscribe
 
 
-def _run_tasks(tasks: list[PrepareTask], workers: int) -> Iterator[list[dict[str, Any]]]:
-    """Rows per snippet, in completion order; errors from a worker propagate (and stop the pool)."""
+def _prepare_all(tasks: list[PrepareTask], workers: int) -> list[dict[str, Any]]:
+    """Manifest rows of every snippet; the first worker error propagates.
+
+    A process pool rather than multiprocessing.Pool: a worker that dies (OOM killer) makes
+    concurrent.futures raise BrokenProcessPool, where Pool waits forever for the lost task, and on an
+    error we cancel what has not started and *wait* for the running snippets, so that no worker is
+    still writing into the temporary directory while atomic_dir removes it.
+    """
+    desc = f"downsample ({workers} worker{'s' if workers > 1 else ''})"
+    rows: list[dict[str, Any]] = []
     if workers <= 1:
         import cv2
 
         old = cv2.getNumThreads()
-        cv2.setNumThreads(1)
+        cv2.setNumThreads(1)  # same per-process work as a pool worker: frames/s comparable
         try:
-            yield from map(prepare_snippet, tasks)
+            for task in track(tasks, desc):
+                rows.extend(prepare_snippet(task))
         finally:
             cv2.setNumThreads(old)
-        return
-    with mp.get_context().Pool(workers, initializer=_init_worker) as pool:
-        yield from pool.imap_unordered(prepare_snippet, tasks, chunksize=1)
+        return rows
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context(), initializer=_init_worker)
+    try:
+        futures = [pool.submit(prepare_snippet, t) for t in tasks]
+        for fut in track(as_completed(futures), desc, total=len(futures)):
+            rows.extend(fut.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return rows
 
 
 def prepare(raw_dir: str | Path, out_dir: str | Path, height: int, width: int, offsets: list[int],
@@ -57,15 +73,11 @@ def prepare(raw_dir: str | Path, out_dir: str | Path, height: int, width: int, o
                 log.warning("%s: skipped %d snippet(s) lacking a neighbour frame (e.g. %s)", split, len(ids), ids[0])
     if not plan.snippets:
         raise SemdepthError(f"data.raw_dir: {raw_dir} has no complete snippet for splits {splits} "
-                     f"and offsets {offsets} ({plan.n_skipped} skipped)")
+                            f"and offsets {offsets} ({plan.n_skipped} skipped)")
     n_workers = max(1, min(workers, len(plan.snippets)))
-    rows: list[dict[str, Any]] = []
     with atomic_dir(out_dir) as tmp:
         tasks = [PrepareTask(str(raw_dir), str(tmp), s, height, width) for s in plan.snippets]
-        results: Iterable = _run_tasks(tasks, n_workers)
-        for snippet_rows in track(results, f"downsample ({n_workers} worker{'s' if n_workers > 1 else ''})",
-                                  total=len(tasks)):
-            rows.extend(snippet_rows)
+        rows = _prepare_all(tasks, n_workers)
         order = {s: i for i, s in enumerate(splits)}
         rows.sort(key=lambda r: (order[r["split"]], r["id"]))
         write_manifest(rows, Path(tmp) / MANIFEST)

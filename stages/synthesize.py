@@ -31,6 +31,8 @@ def main(params_path: str | Path = "params.yaml") -> None:
             "snippets_per_split": summary["per_split"],
             "seconds": round(summary["seconds"], 3),
             "frames_per_second": round(summary["frames_per_second"], 3),
+            "cpu_seconds": round(summary["cpu_seconds"], 3),
+            "frames_per_cpu_second": round(summary["frames_per_cpu_second"], 3),
             "workers": summary["workers"],
             "lead_car_share": round(summary["lead_car_share"], 4),
             "class_pixel_share": shares,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, Tree, build_cityscapes_tree
+from conftest import REPO, Tree
 from semdepth import SemdepthError
 from semdepth.data import labels as L
 from semdepth.data.cityscapes import MANIFEST_COLUMNS, Camera, disparity_to_depth, resize_area, resize_nearest
@@ -263,9 +263,12 @@ def test_corrupt_label_and_disparity_rejected(cityscapes_tree: Tree, tmp_path: P
     assert no_leftovers(tmp_path / "a") and no_leftovers(tmp_path / "b")
 
 
-@pytest.mark.parametrize("text", ['{"intrinsic": {"fx": 2262.5,', '{"intrinsic": {"fx": 1, "fy": 1, "u0": 1}, '
-                                  '"extrinsic": {"baseline": 0.2}}', '{"intrinsic": {"fx": "big", "fy": 1, "u0": 1, '
-                                  '"v0": 1}, "extrinsic": {"baseline": 0.2}}', "[]"])
+@pytest.mark.parametrize("text", [
+    '{"intrinsic": {"fx": 2262.5,',
+    '{"intrinsic": {"fx": 1, "fy": 1, "u0": 1}, "extrinsic": {"baseline": 0.2}}',
+    '{"intrinsic": {"fx": "big", "fy": 1, "u0": 1, "v0": 1}, "extrinsic": {"baseline": 0.2}}',
+    "[]",
+], ids=["truncated", "missing-v0", "not-a-number", "not-an-object"])
 def test_malformed_camera_json_rejected(cityscapes_tree: Tree, tmp_path: Path, text: str) -> None:
     bad = cityscapes_tree.path("camera", "val", "frankfurt_000000_000019", "_camera.json")
     bad.write_text(text)
@@ -326,16 +329,19 @@ def test_killed_stage_leaves_no_output_then_cli_runs(stage_dir: Path) -> None:
     assert m["frames_per_s"] > 0 and m["seconds"] > 0
 
 
-def test_cli_reports_corrupt_file_in_one_line(stage_dir: Path, cityscapes_tree: Tree) -> None:
+def test_cli_reports_corrupt_file_in_one_line(stage_dir: Path, cityscapes_tree: Tree,
+                                              capsys: pytest.CaptureFixture) -> None:
+    import typer
+
+    import cli
+
     bad = cityscapes_tree.path("leftImg8bit", "train", "aachen_000001_000019", "_leftImg8bit.png")
     bad.write_bytes(b"not a png")
-    proc = subprocess.run([sys.executable, str(REPO / "cli.py"), "downsample", "--params", "params.yaml"],
-                          cwd=stage_dir, env=dict(os.environ, SEMDEPTH_TRACKING="0"),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last == f"error: {bad}: corrupt or unreadable image"
-    assert "Traceback" not in proc.stderr
+    with pytest.raises(typer.Exit) as e:
+        cli._run("downsample", Path("params.yaml"))  # what `semdepth downsample` runs, in-process
+    assert e.value.exit_code != 0
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert errors == [f"error: {bad}: corrupt or unreadable image"]
     assert not (stage_dir / "data" / "prepared").exists() and not list((stage_dir / "data").glob(".prepared*"))
 
 

@@ -15,8 +15,8 @@ CAM_H = 1.5
 
 
 def _cfg(**kw) -> FilterConfig:
-    base = dict(ransac_iterations=64, inlier_threshold=0.05, margin=0.3, threshold_px=10.0,
-                reference_area=640 * 192, near_range=15.0, min_ground_points=50, max_tilt=30.0, batch_size=4)
+    base = dict(ransac_iterations=64, inlier_threshold=0.05, margin=1.0, threshold_px=10.0,
+                reference_area=640 * 192, near_range=20.0, min_ground_points=50, max_tilt=30.0, batch_size=4)
     base.update(kw)
     return FilterConfig(**base)
 
@@ -151,6 +151,23 @@ def test_filter_is_scale_free():
     res = analyse_ground(depth, _K().expand(2, 3, 3), road, _cfg(), 0.1, torch.Generator().manual_seed(0))
     assert res.below_count[0] == res.below_count[1] and res.kept.tolist() == [False, False]
     assert res.offset[1] / res.offset[0] == pytest.approx(7.3, rel=1e-3)
+
+
+def test_only_pixels_within_near_range_are_counted():
+    """Just below the horizon the ray meets the ground ~70 camera heights away, where a tiny plane tilt
+    error decides above/below: a hole there is not counted; the same hole nearer is."""
+    cy, f = _K()[1, 2], _K()[1, 1]
+    far_rows = slice(int(cy) + 2, int(cy) + 5)  # Z_g = f/(v-cy) h = 60..140 h
+    near_rows = slice(int(cy + f / 20) + 2, int(cy + f / 20) + 5)  # just inside 20 h
+    depth = torch.stack([_flat_road(), _flat_road()])
+    depth[0, :, far_rows, 80:110] = 100.0 * 50  # far below the (extended) plane, but out of range
+    depth[1, :, near_rows, 80:110] = 100.0
+    res = analyse_ground(depth, _K().expand(2, 3, 3), torch.cat([_road(), _road()]), _cfg(), 0.1,
+                         torch.Generator().manual_seed(0))
+    assert res.below_count.tolist() == [0, 3 * 30]
+    res = analyse_ground(depth, _K().expand(2, 3, 3), torch.cat([_road(), _road()]), _cfg(near_range=1000.0), 0.1,
+                         torch.Generator().manual_seed(0))
+    assert res.below_count[0] == 3 * 30
 
 
 def test_margin_tolerates_small_depth_noise():

@@ -29,9 +29,9 @@ def test_ssim_of_constant_images_matches_formula():
     a, b = 0.3, 0.7
     s = ssim(torch.full((1, 3, 8, 8), a), torch.full((1, 3, 8, 8), b))
     expected = (2 * a * b + C1) / (a * a + b * b + C1)  # zero variances: only the luminance term is left
-    assert torch.allclose(s, torch.full_like(s, expected), atol=1e-5)
+    assert torch.allclose(s, torch.full_like(s, expected), atol=5e-4)  # float32 variances: ~1e-7 vs C2
     pe = photometric_error(torch.full((1, 3, 8, 8), a), torch.full((1, 3, 8, 8), b))
-    assert torch.allclose(pe, torch.full_like(pe, 0.85 * (1 - expected) / 2 + 0.15 * (b - a)), atol=1e-5)
+    assert torch.allclose(pe, torch.full_like(pe, 0.85 * (1 - expected) / 2 + 0.15 * (b - a)), atol=5e-4)
 
 
 def test_smoothness_is_zero_for_constant_and_scale_invariant():

@@ -60,7 +60,8 @@ def test_model_shapes_and_checkpoint_roundtrip(tmp_path):
     cfg = _cfg()
     depth, pose = build_depth_net(cfg), build_pose_net(cfg)
     x = torch.rand(2, 3, H, W)
-    out = depth(x)
+    with torch.no_grad():
+        out = depth(x)
     assert [tuple(out["disp"][s].shape) for s in range(4)] == [(2, 1, H >> s, W >> s) for s in range(4)]
     assert tuple(out["features"][3].shape[-2:]) == (H // 8, W // 8)
     assert all(0 < float(d.min()) and float(d.max()) < 1 for d in out["disp"].values())
@@ -172,7 +173,7 @@ def _ddp_worker(rank: int, world: int, manifest: str, init_file: str, out: str) 
     torch.manual_seed(0)
     depth, pose = build_depth_net(cfg), build_pose_net(cfg)
     ds = TripletDataset(manifest, flip_prob=0.5, jitter_prob=0.5)
-    keys = next(iter(TripletSampler(len(ds), 4, seed=0, rank=rank, world_size=world)))
+    keys = next(iter(TripletSampler(len(ds), 2, seed=0, rank=rank, world_size=world)))
     batch = default_collate([ds[k] for k in keys])
     ddp_depth = torch.nn.parallel.DistributedDataParallel(depth)
     ddp_pose = torch.nn.parallel.DistributedDataParallel(pose)
@@ -187,15 +188,17 @@ def test_ddp_two_process_gradients_match_single_process(manifest, tmp_path):
     from torch.utils.data import default_collate
 
     out = tmp_path / "grads.pt"
-    mp.spawn(_ddp_worker, args=(2, str(manifest), str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    # fork: no re-import of torch and this module in the children (spawn costs ~10 s more here)
+    mp.start_processes(_ddp_worker, args=(2, str(manifest), str(tmp_path / "init"), str(out)), nprocs=2,
+                       join=True, start_method="fork")
     ddp_grads = torch.load(out, weights_only=True)
     # Single process, same global batch. Without SyncBatchNorm each rank normalises its own half, so
     # the reference is the mean of the gradients of the two halves (that is what DDP all-reduces).
     cfg = _cfg()
     ds = TripletDataset(manifest, flip_prob=0.5, jitter_prob=0.5)
-    keys = next(iter(TripletSampler(len(ds), 4, seed=0)))
+    keys = next(iter(TripletSampler(len(ds), 2, seed=0)))
     ref: dict[str, torch.Tensor] = {}
-    for half in (keys[:2], keys[2:]):
+    for half in (keys[:1], keys[1:]):
         torch.manual_seed(0)
         depth, pose = build_depth_net(cfg), build_pose_net(cfg)
         step_losses(depth, pose, default_collate([ds[k] for k in half]), objective_config(cfg))["loss"].backward()

@@ -181,10 +181,7 @@ def disparity_to_depth(p: np.ndarray, baseline: float, fx: float) -> np.ndarray:
     d = (p-1)/256 for p > 0; p == 1 encodes d = 0 (infinitely far), which is no usable depth either.
     """
     p = p.astype(np.float64)
-    d = (p - 1.0) / 256.0
-    valid = (p > 0) & (d > 0)
-    depth = np.zeros(p.shape, dtype=np.float64)
-    depth[valid] = baseline * fx / d[valid]
+    depth = np.where(p > 1, (256.0 * baseline * fx) / np.maximum(p - 1.0, 1.0), 0.0)  # = b*fx/((p-1)/256)
     return depth.astype(np.float32)
 
 
@@ -313,7 +310,7 @@ class CityscapesRoot:
                                 f"or point data.raw_dir at a Cityscapes download)")
         lead = self.lead_cars()
         plan = Plan()
-        for split in splits:
+        for split in dict.fromkeys(splits):  # a repeated split is prepared once
             split_dir = self.root / "leftImg8bit" / split
             if not split_dir.is_dir():
                 raise SemdepthError(f"data.splits: split '{split}' not found ({split_dir} is missing)")

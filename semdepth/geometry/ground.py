@@ -25,7 +25,16 @@ Choices the paper leaves open (documented here and exposed as `filter.*` params)
 * **Enough ground.** A frame whose candidates or plane inliers number fewer than `min_ground_points`
   is kept (it cannot be judged) and counted in the metrics.
 * **Counting.** Pixels with valid depth above the hood rows whose signed height n.X + h is below
-  -margin*h. Threshold = threshold_px * (H*W) / reference_area (paper: 10 px at 640x192).
+  -margin*h. Along a pixel's ray the height is h*(1 - Z/Z_g), Z_g being where the ray meets the plane,
+  so the margin is also a depth factor: below ground <=> Z > (1 + margin)*Z_g. Only rays that meet the
+  plane within `near_range` camera heights are counted: near the horizon Z_g blows up, and a plane
+  tilt error of d radians moves it by ~d*Z_g/h relative, so far pixels would be flagged by the fit's
+  noise rather than by the depth. Threshold = threshold_px * (H*W) / reference_area (paper: 10 px at
+  640x192).
+* **Defaults** (margin 1.0, near_range 20) were chosen on SynthCity with exact depth: lead-car pixels
+  pushed to the maximum depth give 130-1300 below-ground pixels per frame at 96x192 and clean frames
+  0; with smooth multiplicative depth noise of 10% (log-std), margin 0.3 wrongly dropped 76% of clean
+  frames, margin 1.0 none (recall 1.0 in both); at 20% noise margin 1.0 still dropped 30%.
 """
 from __future__ import annotations
 
@@ -111,7 +120,11 @@ def analyse_ground(depth: Tensor, K: Tensor, road: Tensor | None, cfg, hood_frac
     height = (pts @ torch.nan_to_num(fit.normal).unsqueeze(-1)).squeeze(-1) + torch.nan_to_num(fit.offset).unsqueeze(1)
     below_px = height < -cfg.margin * torch.nan_to_num(fit.offset).unsqueeze(1)
     not_hood = (torch.arange(H, device=band.device) < hood_row(H, hood_fraction)).view(1, H, 1)
-    below = below_px.view(B, H, W) & valid & not_hood & enough.view(B, 1, 1)
+    # Only where the plane is trusted: rays meeting it within near_range camera heights. Along a ray
+    # X = Z*r the plane is reached at Z_g = h / (-n.r), so this is -n.r >= 1/near_range.
+    ray = pts / torch.where(valid, depth.squeeze(1), torch.ones_like(depth.squeeze(1))).reshape(B, H * W, 1)
+    in_range = -(ray @ torch.nan_to_num(fit.normal).unsqueeze(-1)).squeeze(-1) >= 1.0 / cfg.near_range
+    below = below_px.view(B, H, W) & in_range.view(B, H, W) & valid & not_hood & enough.view(B, 1, 1)
     count = below.flatten(1).sum(1)
     thr = below_threshold(H, W, cfg.threshold_px, cfg.reference_area)
     kept = ~enough | (count.to(torch.float64) <= thr)

@@ -13,13 +13,19 @@ C2 = 0.03 ** 2
 ALPHA = 0.85
 
 
+def _box_kernel(channels: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.full((channels, 1, 3, 3), 1.0 / 9.0, dtype=dtype, device=device)
+
+
 def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-pixel, per-channel SSIM map [B,C,H,W] (1 for identical images)."""
     x = F.pad(x, (1, 1, 1, 1), mode="reflect")
     y = F.pad(y, (1, 1, 1, 1), mode="reflect")
-    # One pooling call for all five moments: cheaper than five separate calls.
+    # All five moments in one 3x3 box filter. A depthwise convolution with a 1/9 kernel computes the
+    # same as avg_pool2d(3, 1) but is ~3x faster forward+backward on CPU (benchmarks/sde_step.py).
     c = x.shape[1]
-    m = F.avg_pool2d(torch.cat([x, y, x * x, y * y, x * y], 1), 3, 1)
+    stacked = torch.cat([x, y, x * x, y * y, x * y], 1)
+    m = F.conv2d(stacked, _box_kernel(stacked.shape[1], stacked.dtype, stacked.device), groups=stacked.shape[1])
     mu_x, mu_y, xx, yy, xy = m.split(c, dim=1)
     sigma_x = xx - mu_x * mu_x
     sigma_y = yy - mu_y * mu_y

@@ -65,7 +65,8 @@ def _get(cfg: Any, key: str) -> Any:
 
 
 def build_depth_net(cfg: Any, pretrained: str | Path | None = None, **kwargs: Any) -> DepthNet:
-    """The depth network an SdeConfig (object or dict) describes; `pretrained` only for the encoder."""
+    """The depth network an SdeConfig (object or dict) describes; `pretrained` only for the encoder.
+    `kwargs` go to the guidance builder (e.g. training=True, pseudolabel_model=path); ignored for "none"."""
     encoder = ResnetEncoder(int(_get(cfg, "encoder_layers")), pretrained)
     guidance = _get(cfg, "guidance")
     if guidance == "none":

@@ -1,5 +1,8 @@
 """SynthCity: a procedural street world ray-cast with numpy, written in the Cityscapes layout.
 
-See docs/contracts.md ("Raw SynthCity") and the design note SYNTHCITY.md. Entry points:
-`render_snippet` (in memory) and `write_dataset` (files, parallel workers).
+See docs/contracts.md ("Raw SynthCity") and the design note SYNTHCITY.md. Modules, bottom-up:
+`noise` (world-anchored value noise), `road` (road-aligned coordinates), `camera` (intrinsics and
+ego trajectory), `style` (target and source looks), `world` (the street of one snippet), `raycast`,
+`shading`, `render` (`render_snippet`: frames in memory), `writer` (`write_dataset`: files, worker
+processes), `figure` (the README figure).
 """

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from semdepth.data.synthcity.camera import Intrinsics
-from semdepth.data.synthcity.world import BOX, M_KERB, M_ROAD, M_SIDEWALK, M_TERRAIN, Scene
+from semdepth.data.synthcity.scene import BOX, M_KERB, M_ROAD, M_SIDEWALK, M_TERRAIN, Scene
 
 NEAR = 0.05  # metres
 _SIGNS = np.array([[sa, sb, sz] for sa in (-1, 1) for sb in (-1, 1) for sz in (-1, 1)], np.float64)

@@ -9,7 +9,8 @@ from semdepth.data.synthcity import shading
 from semdepth.data.synthcity.camera import Intrinsics
 from semdepth.data.synthcity.raycast import cast
 from semdepth.data.synthcity.style import style_for
-from semdepth.data.synthcity.world import L, M_KERB, M_ROAD, M_SIDEWALK, M_TERRAIN, Scene, build_scene
+from semdepth.data.synthcity.scene import L, M_KERB, M_ROAD, M_SIDEWALK, M_TERRAIN, Scene
+from semdepth.data.synthcity.world import build_scene
 
 ANNOTATED_FRAME = 19  # Cityscapes' annotated frame index within a 30-frame snippet
 SPLIT_STREAMS = {"train": 0, "val": 1, "source": 7919}  # seed streams; source is a separate stream
@@ -47,7 +48,7 @@ def make_scene(cfg, split: str, index: int) -> Scene:
     city, seq = snippet_name(split, index)
     before = max(0, -min(cfg.frame_offsets)) / cfg.fps
     return build_scene(split, index, city, seq, snippet_rng(cfg.seed, split, index), style_for(split),
-                       (cfg.speed_min, cfg.speed_max), cfg.lead_car_share, cfg.fps, before)
+                       (cfg.speed_min, cfg.speed_max), cfg.lead_car_share, before)
 
 
 def render_frame(scene: Scene, intr: Intrinsics, offset: int, fps: float, cam_dirs: np.ndarray | None = None,

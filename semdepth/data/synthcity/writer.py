@@ -81,7 +81,7 @@ def instance_ids(label: np.ndarray, obj: np.ndarray) -> np.ndarray:
 
 def write_snippet(cfg, root: Path, split: str, index: int) -> dict:
     """Render one snippet and write its files; returns its snippets.csv row plus label pixel counts."""
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     scene, frames = render_snippet(cfg, split, index)
     intr = Intrinsics.cityscapes(cfg.height, cfg.width)
     city, seq = scene.city, scene.sequence
@@ -113,7 +113,8 @@ def write_snippet(cfg, root: Path, split: str, index: int) -> dict:
             "speed": round(scene.traj.speed, 4), "camera_height": round(scene.traj.height, 4),
             "curvature": round(scene.road.curvature, 6), "frames": len(frames),
             "first_frame": ANNOTATED_FRAME + min(offsets), "last_frame": ANNOTATED_FRAME + max(offsets),
-            "_index": index, "_counts": counts, "_seconds": time.perf_counter() - started}
+            "_index": index, "_counts": counts, "_seconds": time.perf_counter() - started,
+            "_cpu_seconds": time.process_time() - cpu}
 
 
 def _job(args: tuple) -> dict:
@@ -126,14 +127,21 @@ def _init_worker() -> None:
 
 
 def _context() -> mp.context.BaseContext:
-    # forkserver: fresh workers that did not inherit torch/MLflow threads of the stage process
-    return mp.get_context("forkserver" if sys.platform.startswith("linux") else "spawn")
+    """forkserver: workers that did not inherit the torch/MLflow threads of the stage process, forked
+    from a server that has imported the renderer once (so starting a worker costs no imports)."""
+    if not sys.platform.startswith("linux"):
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
 
 
 def write_dataset(cfg, root: str | Path, workers: int | None = None, progress: bool = True) -> dict:
     """Render every split of `cfg` (SynthConfig) into `root` (which should be empty).
 
-    Returns a summary: frames, seconds, per-split counts, lead-car share, label pixel counts.
+    Returns a summary: frames, wall seconds, CPU seconds spent in rendering/writing (all workers;
+    unlike wall time it does not depend on what else runs on the machine), per-split counts,
+    lead-car share, label pixel counts.
     """
     from semdepth.progress import track
 
@@ -160,8 +168,10 @@ def write_dataset(cfg, root: str | Path, workers: int | None = None, progress: b
     counts = sum((r["_counts"] for r in rows), np.zeros(NUM_IDS, np.int64))
     target = [r for r in rows if r["split"] != "source"]
     frames = sum(r["frames"] for r in rows)
+    cpu = sum(r["_cpu_seconds"] for r in rows)
     return {"frames": frames, "snippets": len(rows), "seconds": seconds, "workers": n_workers,
-            "frames_per_second": frames / max(seconds, 1e-9),
+            "frames_per_second": frames / max(seconds, 1e-9), "cpu_seconds": cpu,
+            "frames_per_cpu_second": frames / max(cpu, 1e-9),
             "per_split": {s: sum(1 for r in rows if r["split"] == s) for s in SPLITS},
             "lead_car_share": (sum(r["lead_car"] for r in target) / len(target)) if target else 0.0,
             "label_counts": counts}
