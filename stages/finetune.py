@@ -95,7 +95,7 @@ def main(params_path: str | Path = "params.yaml") -> None:
     from semdepth.models.segmenter import build_segmenter, save_segmenter
     from semdepth.progress import bar
     from semdepth.training import ddp
-    from semdepth.training.finetune import FinetuneStep, build_optimizer, lr_factor, set_lr
+    from semdepth.training.finetune import GRAD_CLIP, FinetuneStep, build_optimizer, lr_factor, set_lr
     from semdepth.training.finetune_data import FramePool, StepBatches
     from semdepth.training.guards import check_finite
     from semdepth.training.loss_log import LossLog
@@ -173,7 +173,7 @@ def main(params_path: str | Path = "params.yaml") -> None:
                 check_finite(loss, step, "finetune")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
                 opt.step()
                 ema_update(teacher, model, ema_alpha(step, cfg.ema_alpha))
                 losses.add(step, ctx.tracker if is_rank0() else None, lr=opt.param_groups[1]["lr"], **parts)

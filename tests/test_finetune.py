@@ -109,7 +109,8 @@ def test_init_from_sde_copies_encoder_and_decoders(tmp_path):
     torch.manual_seed(3)
     depth, pose = build_depth_net(cfg), build_pose_net(cfg)
     save_sde(tmp_path / "sde.pt", depth, pose, cfg, {})
-    model, report = build_segmenter("sde", 18, True, sde_ckpt=read_sde(tmp_path / "sde.pt"))
+    ck = read_sde(tmp_path / "sde.pt")
+    model, report = build_segmenter("sde", 18, True, sde_ckpt=ck)
     assert report["seg_decoder"].split("/")[0] == report["seg_decoder"].split("/")[1]
     assert torch.equal(model.encoder.layer3[0].conv1.weight, depth.encoder.layer3[0].conv1.weight)
     for k, v in depth.decoder.convs.state_dict().items():
@@ -117,8 +118,11 @@ def test_init_from_sde_copies_encoder_and_decoders(tmp_path):
         assert torch.equal(model.depth_decoder.convs.state_dict()[k], v)
     assert torch.equal(model.depth_decoder.heads["0"].conv.weight, depth.decoder.heads["0"].conv.weight)
     assert torch.equal(model.pose.decoder.out.bias, pose.decoder.out.bias)
-    scratch, _ = build_segmenter("scratch", 18, False)
+    scratch, report = build_segmenter("scratch", 18, True, sde_ckpt=ck)
     assert not torch.equal(scratch.encoder.conv1.weight, depth.encoder.conv1.weight)
+    assert torch.equal(scratch.pose.decoder.out.bias, pose.decoder.out.bias) and report["pose"] == "sde (frozen)"
+    with pytest.raises(SemdepthError, match="pose net"):
+        build_segmenter("scratch", 18, True)
 
 
 def test_init_source_loads_pseudolabel_backbone(tmp_path):
@@ -226,8 +230,10 @@ def test_full_step_has_every_term_and_gradients(mix, multitask):
     assert ("depth" in parts) == multitask
     assert model.seg_head.conv2.weight.grad is not None
     if multitask:
-        assert model.pose.decoder.out.weight.grad is not None
         assert model.depth_to_seg.value.weight.grad is not None
+        assert model.depth_decoder.heads["0"].conv.weight.grad is not None
+        assert all(q.grad is None for q in model.pose.parameters())  # the SDE's pose net stays frozen
+        assert not model.pose.training
 
 
 def test_lr_schedule_and_groups():
@@ -237,9 +243,9 @@ def test_lr_schedule_and_groups():
     model = Segmenter(18, multitask=True)
     opt = build_optimizer(model, cfg)
     names = {g["name"]: g for g in opt.param_groups}
-    assert names["encoder"]["lr"] == 0.001 and names["decoder"]["lr"] == 0.01 and names["pose"]["lr"] < 1e-5
+    assert names["encoder"]["lr"] == 0.001 and names["decoder"]["lr"] == 0.01 and set(names) == {"encoder", "decoder"}
     n_params = sum(len(g["params"]) for g in opt.param_groups)
-    assert n_params == len(list(model.parameters()))
+    assert n_params == len(list(model.parameters())) - len(list(model.pose.parameters()))
     assert lr_factor(74, 100, 0.75) == 1.0 and lr_factor(75, 100, 0.75) == 0.1
     set_lr(opt, 0.1)
     assert names["decoder"]["lr"] == pytest.approx(0.001)

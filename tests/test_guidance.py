@@ -206,8 +206,13 @@ def test_semantic_attention_starts_as_fusion():
     out.sum().backward()
     assert att.gamma.grad is not None and att.gamma.grad.abs() > 0
     with torch.no_grad():
-        att.gamma.fill_(1.0)
-    assert not torch.allclose(att(d, s), att.fuse(torch.cat([d, s], 1)))
+        att.gamma.fill_(0.5)
+        fa = att.fuse(torch.cat([d, s], 1))
+        q, k, v = att.q(fa).flatten(2), att.k(fa).flatten(2), att.v(fa).flatten(2)
+        a = torch.softmax(q.transpose(1, 2) @ k, dim=-1)  # [B, HW query, HW key]
+        want = 0.5 * (v @ a.transpose(1, 2)).view_as(fa) + fa
+        torch.testing.assert_close(att(d, s), want, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(want, fa)
 
 
 # -------------------------------------------------------------------------------- guided networks

@@ -5,7 +5,6 @@ tests depend on no other stage.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,12 @@ from semdepth import SemdepthError
 from semdepth.config import PseudolabelConfig
 from semdepth.data.frames import read_label_u8, read_rgb, write_png
 from semdepth.data.labels import FOREGROUND_TRAIN_IDS, TRAIN_IDS
-from semdepth.metrics.segmentation import ConfusionMatrix, binary_iou, miou_from_confusion
+from semdepth.data.seg_augment import SegAugment
+from semdepth.metrics.segmentation import ConfusionMatrix, binary_iou
 from semdepth.models.deeplab import (DeepLab, backbone_state_dict, checkpoint_dict, coco_weights_file,
                                      load_checkpoint, load_coco)
 from semdepth.pseudolabel.infer import trainid_to_foreground, voc_to_foreground
 from semdepth.pseudolabel.train import SourceTrainSet, train_deeplab
-from semdepth.data.seg_augment import SegAugment
 
 REPO = Path(__file__).resolve().parents[1]
 H, W = 64, 128
@@ -311,6 +310,33 @@ def test_training_same_seed_identical(tmp_path):
         res = train_deeplab(model, imgs, labs, _cfg(steps=3), (H, W), seed=1, device=torch.device("cpu"), log_every=1)
         outs.append(([r["loss"] for r in res.loss_log.rows], model.net.classifier[4].weight.detach().clone()))
     assert outs[0][0] == outs[1][0] and torch.equal(outs[0][1], outs[1][1])
+
+
+def test_training_resumes_to_identical_result(tmp_path):
+    """A run killed after a checkpoint and resumed ends with the same weights and loss curve."""
+    from semdepth.training.resume import Resumer
+
+    imgs, labs = _source(tmp_path)
+
+    class Killer:
+        def log_metrics(self, metrics, step=None):
+            if step == 3:
+                raise KeyboardInterrupt
+
+    def run(tracker=None, resumer=None):
+        torch.manual_seed(2)
+        model = DeepLab("deeplabv3_mobilenet_v3_large")
+        res = train_deeplab(model, imgs, labs, _cfg(steps=5), (H, W), seed=2, device=torch.device("cpu"),
+                            tracker=tracker, resumer=resumer, checkpoint_every=2, log_every=1)
+        return [r["loss"] for r in res.loss_log.rows], model.net.classifier[4].weight.detach().clone(), res
+
+    ref_losses, ref_w, _ = run()
+    resumer = Resumer("pseudolabel", {"test": 1}, root=tmp_path / "resume")
+    with pytest.raises(KeyboardInterrupt):
+        run(Killer(), resumer)
+    assert resumer.path.exists()
+    losses, w, res = run(None, resumer)
+    assert res.resumed_from == 2 and losses == ref_losses and torch.equal(w, ref_w)
 
 
 def test_training_rejects_batch_of_one(tmp_path):

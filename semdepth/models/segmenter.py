@@ -9,6 +9,10 @@
   The gate conv starts at zero, so each gate starts half open everywhere and learns where to open.
   A side head on the segmentation features *before* the exchange gets its own cross-entropy (the
   supervised loss is the mean of both), as in Hoyer's code.
+- The pose net is the SDE's and stays frozen (no gradients, not in the optimiser), whatever `init`
+  says for the segmentation network: Hoyer trains it at lr 1e-6, a thousandth of the encoder's, i.e.
+  practically frozen, and its backward pass was a third of a multi-task CPU step. A random frozen pose
+  net would make the depth loss meaningless, hence the SDE's even for `scratch`.
 
 Initialisation (`init`): `sde` copies encoder, both decoder bodies, the depth heads and the pose net
 from an SDE checkpoint (new segmentation heads); `scratch` is random; `source` loads the encoder
@@ -30,7 +34,7 @@ import torch.nn.functional as F
 
 from semdepth import SemdepthError
 from semdepth.io import atomic_file
-from semdepth.models.depth_decoder import DepthDecoder, UNetDecoder
+from semdepth.models.depth_decoder import DepthDecoder, Head, UNetDecoder
 from semdepth.models.encoder import ResnetEncoder, read_backbone_file
 from semdepth.models.pose import PoseNet
 
@@ -53,19 +57,6 @@ class GatedExchange(nn.Module):
         return self.value(x) * torch.sigmoid(self.gate(x))
 
 
-class SegHead(nn.Module):
-    """1x1 conv to 64 channels, ELU, 1x1 conv to the classes (Hoyer's head, at full resolution)."""
-
-    def __init__(self, cin: int, num_classes: int = NUM_CLASSES, hidden: int = 64) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, hidden, 1)
-        self.act = nn.ELU(inplace=True)
-        self.conv2 = nn.Conv2d(hidden, num_classes, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.act(self.conv1(x)))
-
-
 class Segmenter(nn.Module):
     """forward(x in [0,1]) -> {"logits": [B,K,H,W], "encoder": feats} plus, in multi-task mode,
     "side_logits" [B,K,H/4,W/4] and "disp" {s: [B,1,H/2^s,W/2^s]} from the depth decoder."""
@@ -77,7 +68,10 @@ class Segmenter(nn.Module):
         self.multitask = multitask
         self.encoder = ResnetEncoder(num_layers, encoder_pretrained)
         self.seg_decoder = UNetDecoder(self.encoder.num_ch_enc)
-        self.seg_head = SegHead(self.seg_decoder.num_ch_dec[0], num_classes)
+        # The depth decoder's head type (3x3 reflection-padded conv) with 19 outputs: a copy of the SDE
+        # decoder with a new head. (Hoyer's 1x1 64->64->19 head suits his 64-channel last level; ours
+        # has 16 channels, and a 64-channel full-resolution layer cost ~10% of a CPU step.)
+        self.seg_head = Head(self.seg_decoder.num_ch_dec[0], num_classes)
         self.depth_decoder: DepthDecoder | None = None
         self.pose: PoseNet | None = None
         if multitask:
@@ -87,6 +81,14 @@ class Segmenter(nn.Module):
             self.seg_to_depth = GatedExchange(ch)
             self.side_head = nn.Conv2d(ch, num_classes, 1)
             self.pose = PoseNet(18, pose_forward_init)
+            self.pose.requires_grad_(False)  # frozen: see the module docstring
+
+    def train(self, mode: bool = True) -> "Segmenter":
+        """Like nn.Module.train, but the frozen pose net stays in eval mode (BatchNorm statistics fixed)."""
+        super().train(mode)
+        if self.pose is not None:
+            self.pose.eval()
+        return self
 
     def decoder_parameters(self) -> list[nn.Parameter]:
         """Everything but the encoder and the pose net (the decoder learning-rate group)."""
@@ -115,7 +117,8 @@ class Segmenter(nn.Module):
         if pose_inputs is not None:
             if self.pose is None:
                 raise ValueError("pose_inputs given but this segmenter has no pose net (multitask=False)")
-            out["pose"] = self.pose(*pose_inputs)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and any(q.requires_grad for q in self.pose.parameters())):
+                out["pose"] = self.pose(*pose_inputs)
         if not self.multitask:
             seg = self.seg_decoder.decode(feats)[0]
             out["logits"] = self.seg_head(seg)
@@ -174,32 +177,43 @@ def init_from_sde(model: Segmenter, sde_ckpt: Mapping[str, Any], source: str = "
     if model.depth_decoder is not None:
         n, total = _copy_matching(model.depth_decoder, depth, "decoder.")
         report["depth_decoder"] = f"{n}/{total}"
-    if model.pose is not None and sde_ckpt.get("pose"):
-        n, total = _copy_matching(model.pose, sde_ckpt["pose"], "")
-        report["pose"] = f"{n}/{total}"
+    _load_pose(model, sde_ckpt, report)
     return report
+
+
+def _load_pose(model: Segmenter, sde_ckpt: Mapping[str, Any] | None, report: dict[str, str]) -> None:
+    """The SDE's (frozen) pose net for the multi-task depth loss, for every init."""
+    if model.pose is None:
+        return
+    if sde_ckpt is None or not sde_ckpt.get("pose"):
+        raise SemdepthError("finetune.multitask: the depth loss needs the SDE checkpoint's pose net")
+    n, total = _copy_matching(model.pose, sde_ckpt["pose"], "")
+    if n != total:
+        raise SemdepthError(f"SDE checkpoint: its pose net does not fit ({n}/{total} tensors)")
+    report["pose"] = "sde (frozen)"
 
 
 def build_segmenter(init: str, num_layers: int, multitask: bool, pose_forward_init: float = 0.03,
                     sde_ckpt: Mapping[str, Any] | None = None, source_path: str | Path | None = None,
                     num_classes: int = NUM_CLASSES) -> tuple[Segmenter, dict[str, str]]:
     """A freshly initialised segmenter for finetune.init; returns (model, transfer report)."""
-    if init == "imagenet":
-        model = Segmenter(num_layers, num_classes, multitask, pose_forward_init, encoder_pretrained="imagenet")
-        return model, {"encoder": "imagenet"}
-    model = Segmenter(num_layers, num_classes, multitask, pose_forward_init)
-    if init == "scratch":
-        return model, {"encoder": "random"}
+    if init not in ("imagenet", "scratch", "sde", "source"):
+        raise SemdepthError(f"finetune.init: unknown value {init!r}")
     if init == "sde":
         if sde_ckpt is None:
             raise SemdepthError("finetune.init: sde needs the SDE checkpoint")
+        model = Segmenter(num_layers, num_classes, multitask, pose_forward_init)
         return model, init_from_sde(model, sde_ckpt)
+    model = Segmenter(num_layers, num_classes, multitask, pose_forward_init,
+                      encoder_pretrained="imagenet" if init == "imagenet" else None)
+    report = {"encoder": "imagenet" if init == "imagenet" else "random"}
     if init == "source":
         if source_path is None:
             raise SemdepthError("finetune.init: source needs data/models/pseudolabel.pt")
         model.encoder.load_backbone(read_backbone_file(source_path, num_layers), source=str(source_path))
-        return model, {"encoder": f"source backbone ({source_path})"}
-    raise SemdepthError(f"finetune.init: unknown value {init!r}")
+        report["encoder"] = f"source backbone ({source_path})"
+    _load_pose(model, sde_ckpt, report)
+    return model, report
 
 
 # ------------------------------------------------------------------------------------------------

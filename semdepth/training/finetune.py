@@ -38,20 +38,15 @@ from semdepth.mixing.depthmix import depthmix
 from semdepth.training.mean_teacher import confidence_weight
 
 GRAD_CLIP = 10.0  # Hoyer's gradient-norm clip
-POSE_LR_FACTOR = 1e-3  # pose net lr = lr_encoder·1e-3 (Hoyer: 1e-6 against 1e-3): it is already trained
 
 
 def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.SGD:
     """SGD with momentum and weight decay; groups: encoder (lr_encoder), decoders and heads
-    (lr_decoder), pose net (lr_encoder·1e-3). Each group remembers its base lr for the schedule."""
-    enc = list(model.encoder.parameters())
-    pose = list(model.pose.parameters()) if getattr(model, "pose", None) is not None else []
-    groups = [{"params": enc, "lr": cfg.lr_encoder, "base_lr": cfg.lr_encoder, "name": "encoder"},
+    (lr_decoder). The frozen pose net is left out. Each group remembers its base lr for the schedule."""
+    groups = [{"params": list(model.encoder.parameters()), "lr": cfg.lr_encoder, "base_lr": cfg.lr_encoder,
+               "name": "encoder"},
               {"params": model.decoder_parameters(), "lr": cfg.lr_decoder, "base_lr": cfg.lr_decoder,
                "name": "decoder"}]
-    if pose:
-        lr = cfg.lr_encoder * POSE_LR_FACTOR
-        groups.append({"params": pose, "lr": lr, "base_lr": lr, "name": "pose"})
     return torch.optim.SGD(groups, lr=cfg.lr_decoder, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 

@@ -170,11 +170,13 @@ class SemanticAttention(nn.Module):
     def forward(self, depth: torch.Tensor, sem: torch.Tensor) -> torch.Tensor:
         fa = self.fuse(torch.cat([depth, sem], 1))
         B, C, H, W = fa.shape
-        q = self.q(fa).flatten(2).transpose(1, 2)  # [B, HW, ck]
-        k = self.k(fa).flatten(2)  # [B, ck, HW]
-        attn = torch.softmax(torch.bmm(q, k), dim=-1)  # [B, HW(query), HW(key)]
-        v = self.v(fa).flatten(2)  # [B, C, HW]
-        out = torch.bmm(v, attn.transpose(1, 2)).view(B, C, H, W)
+        q = self.q(fa).flatten(2).transpose(1, 2).unsqueeze(1)  # [B, 1, HW, ck]
+        k = self.k(fa).flatten(2).transpose(1, 2).unsqueeze(1)
+        v = self.v(fa).flatten(2).transpose(1, 2).unsqueeze(1)  # [B, 1, HW, C]
+        # softmax(QKᵀ)V without the 1/sqrt(d) factor (SAGAN-style, as SEEM); the fused kernel never
+        # materialises the HW x HW matrix on GPU (level 2 at 1024x512 would need 4 GB per image).
+        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        out = out.squeeze(1).transpose(1, 2).reshape(B, C, H, W)
         return self.gamma * out + fa
 
 

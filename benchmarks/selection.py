@@ -9,7 +9,7 @@ Rows (JSON, one per line):
 - `student`: student training steps/s at the working resolution (ResNet encoder + light decoder,
   BerHu on teacher disparity), batch `--batch`.
 
-Defaults finish in about a minute on a 2-core CPU: python benchmarks/select.py [--sizes 100 1000 10000]
+Defaults finish in about a minute on a 2-core CPU: python benchmarks/selection.py [--sizes 100 1000 10000]
 """
 from __future__ import annotations
 
