@@ -228,7 +228,7 @@ def test_full_step_has_every_term_and_gradients(mix, multitask):
     assert torch.isfinite(loss)
     assert parts["conf_weight"] == 1.0 and parts["unsup"] > 0 and 0 < parts["mix_share"] < 1
     assert ("depth" in parts) == multitask
-    assert model.seg_head.conv2.weight.grad is not None
+    assert model.seg_head.conv.weight.grad is not None
     if multitask:
         assert model.depth_to_seg.value.weight.grad is not None
         assert model.depth_decoder.heads["0"].conv.weight.grad is not None

@@ -258,3 +258,40 @@ def test_phase1_freezes_encoder_and_phase2_feature_distance(manifest, tmp_path):
     assert "feature_distance" not in rows[0]
     assert rows[1]["feature_distance"] == 0.0 and rows[2]["feature_distance"] > 0.0
     assert any(not torch.equal(tr2.depth_net.encoder.state_dict()[k], sd[k]) for k in sd)
+
+
+# ----------------------------------------------------------------------------- stages
+def test_pretrain_and_retrain_stages_end_to_end(tmp_path, monkeypatch):
+    """The stage glue on the analytic street: outputs, metrics keys, stage 2 on the kept frames only."""
+    import pandas as pd
+    import yaml
+
+    from conftest import REPO
+    from semdepth.io import read_json
+    from stages import pretrain, retrain
+
+    work = tmp_path / "work"
+    write_dataset(work / "data" / "prepared", H, W, snippets=3, speed=0.6)
+    raw = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
+    raw["sde"].update(steps=2, batch_size=2, checkpoint_every=1)
+    raw["compute"]["num_workers"] = 0
+    (work / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(work)
+    pretrain.main("params.yaml")
+    m = read_json("metrics/pretrain.json")
+    assert m["train"]["steps"] == 2 and m["train"]["frames"] == 3 and m["val"]["n_images"] == 1
+    assert m["val"]["gt"] == "depth_exact" and 0 < m["abs_rel"] < 1.5
+    assert {"unscaled", "median_scaled"} <= set(m["row_median_prior"])
+    assert m["prior_abs_rel_unscaled"] == m["row_median_prior"]["unscaled"]["abs_rel"]
+    assert len(pd.read_csv("metrics/plots/pretrain_loss.csv")) == 2
+    assert not any(Path("data/.resume").iterdir())
+    depth, _, cfg = load_sde("data/models/sde_stage1.pt")
+    assert cfg["steps"] == 2
+    ids = sorted(pd.read_parquet("data/prepared/manifest.parquet").query("split == 'train' and offset == 0")["id"])
+    Path("data/filter").mkdir(parents=True)
+    pd.DataFrame({"id": ids, "kept": [True, False, True]}).to_parquet("data/filter/frames.parquet")
+    retrain.main("params.yaml")
+    r = read_json("metrics/retrain.json")
+    assert r["frames_kept"] == 2 and r["train"]["frames"] == 2 and r["frames_total"] == 3
+    assert r["stage1_abs_rel"] == pytest.approx(m["abs_rel"])
+    assert Path("data/models/sde_stage2.pt").is_file()
