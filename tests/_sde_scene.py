@@ -9,7 +9,7 @@ import numpy as np
 
 CAM_HEIGHT = 1.5  # the road is the plane y = +1.5 (y points down)
 SIDE_X = 5.0  # facades at x = ±5
-FAR_Z = 40.0  # wall ahead
+FAR_Z = 60.0  # wall ahead (camera positions stay well before it)
 
 
 def intrinsics(h: int, w: int) -> np.ndarray:
@@ -74,7 +74,7 @@ def write_dataset(root: Path, h: int = 64, w: int = 128, snippets: int = 4, spee
     rows = []
     for split, n in (("train", snippets), ("val", val_snippets)):
         for s in range(n):
-            base = 3.0 * s + (100 if split == "val" else 0)
+            base = 2.0 * s + (1.0 if split == "val" else 0.0)  # val: in between the train positions
             for off in (-1, 0, 1):
                 fid = f"street_{s:06d}_{19 + off:06d}" if split == "train" else f"valst_{s:06d}_{19 + off:06d}"
                 img, depth = render(h, w, base + off * speed)
