@@ -6,7 +6,8 @@ this 2-core machine, reference/sde_anchors.md) and the default profile (96x192 b
   loop structure, same networks),
 - `ours`: identity errors once per batch, all scales and sources warped and scored in one batched call,
 - `ours+channels_last`: the same with channels_last tensors.
-Ratios: speedup vs naive and vs monodepth2's measured 1.7 s/step (416x128 only).
+Ratios: speedup vs naive and vs monodepth2's measured 1.7 s/step (416x128 only). The machine is shared:
+`cpu_s_per_step_median` (process CPU time, all threads) is steadier than wall time under load.
 
     python benchmarks/sde_step.py [--steps 5] [--threads 2] [--only 416x128]
 """
@@ -62,19 +63,20 @@ def time_steps(h: int, w: int, b: int, steps: int, variant: str) -> dict:
     ocfg = objective_config(cfg, identity_once=not naive, batched=not naive)
     opt = torch.optim.Adam(list(depth.parameters()) + list(pose.parameters()), lr=1e-4)
     batch = make_batch(b, h, w, cl)
-    times = []
+    times, cpu = [], []
     for i in range(steps + 1):  # first step is warm-up
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = step_losses(depth, pose, batch, ocfg)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if i:
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     med = statistics.median(times)
     return {"bench": "sde_step", "size": f"{w}x{h}", "batch": b, "variant": variant, "steps": steps,
             "s_per_step_median": round(med, 4), "s_per_step_min": round(min(times), 4),
-            "images_per_s": round(b / med, 3), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "cpu_s_per_step_median": round(statistics.median(cpu), 4), "images_per_s": round(b / med, 3), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "threads": torch.get_num_threads()}
 
 

@@ -27,7 +27,7 @@ TIE_NOISE = 1e-5
 def identity_errors(target: torch.Tensor, sources: Sequence[torch.Tensor], noise: bool = True) -> torch.Tensor:
     """pe of each unwarped source against the target, [B,S,H,W], plus 1e-5·N(0,1) to break ties."""
     b = target.shape[0]
-    err = photometric_error(torch.cat(list(sources), 0), target.repeat(len(sources), 1, 1, 1))
+    err = photometric_error(torch.cat(list(sources), 0), target)
     err = err.reshape(len(sources), b, *err.shape[-2:]).transpose(0, 1)
     if noise:
         err = err + TIE_NOISE * torch.randn_like(err)
@@ -90,7 +90,7 @@ def self_supervised_loss(disps: dict[int, torch.Tensor], target: torch.Tensor, s
         _, depth = disp_to_depth(torch.cat(up, 0), cfg.min_depth, cfg.max_depth)
         warped = warp_sources(depth, sources, T_src_tgt, K, inv_K)  # [S, n·B, 3, H, W]
         s_count, nb = warped.shape[:2]
-        err = photometric_error(warped.reshape(s_count * nb, 3, h, w), target.repeat(s_count * len(scales), 1, 1, 1))
+        err = photometric_error(warped.reshape(s_count * nb, 3, h, w), target)
         err = err.reshape(s_count, len(scales), b, h, w).permute(1, 2, 0, 3, 4)  # [n, B, S, H, W]
         for i in range(len(scales)):
             id_s = ident if cfg.identity_once or not cfg.automask else identity_errors(target, sources)

@@ -70,6 +70,16 @@ class SourceTrainSet(Dataset):
         return self.augment(read_rgb(self.images[k]), read_label(self.labels[k]), self.crop, gen)
 
 
+def _fast_batchnorm(model: torch.nn.Module, momentum: float = 0.1) -> None:
+    """Raise BatchNorm momentum to at least `momentum`. torchvision's MobileNetV3 uses 0.01, tuned for
+    ~100k iterations: after a few hundred steps its running statistics would still be close to their
+    initial values (mean 0, var 1) and the network collapses in eval mode (measured: val mIoU 0.03
+    after 100 steps on SynthCity). No effect on the ResNets (already 0.1)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.momentum is not None:
+            m.momentum = max(m.momentum, momentum)
+
+
 def poly_lr(base: float, step: int, steps: int) -> float:
     return base * (1.0 - step / steps) ** POLY_POWER
 
@@ -101,6 +111,7 @@ def train_deeplab(model: DeepLab, images: Sequence[str | Path], labels: Sequence
     if cfg.scale_min > cfg.scale_max:
         raise SemdepthError(f"pseudolabel.scale_min: {cfg.scale_min} is larger than scale_max {cfg.scale_max}")
     model.to(device).train()
+    _fast_batchnorm(model)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=MOMENTUM, weight_decay=cfg.weight_decay)
     log = LossLog(every=log_every or max(1, cfg.steps // 300))
     start = 0
