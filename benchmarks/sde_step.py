@@ -1,6 +1,6 @@
 """SDE training-step speed: median step time, images/s and peak RSS on CPU.
 
-Rows (JSON, one per line): settings 416x128 batch 4 (where monodepth2's own step takes ~1.7 s on
+Variants run interleaved (one step of each in turn). Rows (JSON, one per line): settings 416x128 batch 4 (where monodepth2's own step takes ~1.7 s on
 this 2-core machine, reference/sde_anchors.md) and the default profile (96x192 batch 8), each for:
 - `naive`: the identity errors recomputed per scale and one warp/SSIM pass per scale (monodepth2's
   loop structure, same networks),
@@ -51,33 +51,52 @@ def make_batch(b: int, h: int, w: int, channels_last: bool) -> dict:
     return batch
 
 
-def time_steps(h: int, w: int, b: int, steps: int, variant: str) -> dict:
-    cfg = SdeConfig(batch_size=b)
-    torch.manual_seed(0)
-    depth, pose = build_depth_net(cfg), build_pose_net(cfg)
-    cl = variant.endswith("channels_last")
-    if cl:
-        depth.to(memory_format=torch.channels_last)
-        pose.to(memory_format=torch.channels_last)
-    naive = variant == "naive"
-    ocfg = objective_config(cfg, identity_once=not naive, batched=not naive)
-    opt = torch.optim.Adam(list(depth.parameters()) + list(pose.parameters()), lr=1e-4)
-    batch = make_batch(b, h, w, cl)
-    times, cpu = [], []
-    for i in range(steps + 1):  # first step is warm-up
+class Runner:
+    """One variant's networks, optimiser and batch; `step()` returns (wall s, CPU s) of one step."""
+
+    def __init__(self, h: int, w: int, b: int, variant: str) -> None:
+        cfg = SdeConfig(batch_size=b)
+        torch.manual_seed(0)
+        self.depth, self.pose = build_depth_net(cfg), build_pose_net(cfg)
+        cl = variant.endswith("channels_last")
+        if cl:
+            self.depth.to(memory_format=torch.channels_last)
+            self.pose.to(memory_format=torch.channels_last)
+        naive = variant == "naive"
+        self.ocfg = objective_config(cfg, identity_once=not naive, batched=not naive)
+        self.opt = torch.optim.Adam(list(self.depth.parameters()) + list(self.pose.parameters()), lr=1e-4)
+        self.batch = make_batch(b, h, w, cl)
+
+    def step(self) -> tuple[float, float]:
         t0, c0 = time.perf_counter(), time.process_time()
-        loss = step_losses(depth, pose, batch, ocfg)["loss"]
-        opt.zero_grad(set_to_none=True)
+        loss = step_losses(self.depth, self.pose, self.batch, self.ocfg)["loss"]
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        if i:
-            times.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-    med = statistics.median(times)
-    return {"bench": "sde_step", "size": f"{w}x{h}", "batch": b, "variant": variant, "steps": steps,
-            "s_per_step_median": round(med, 4), "s_per_step_min": round(min(times), 4),
-            "cpu_s_per_step_median": round(statistics.median(cpu), 4), "images_per_s": round(b / med, 3), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "threads": torch.get_num_threads()}
+        self.opt.step()
+        return time.perf_counter() - t0, time.process_time() - c0
+
+
+VARIANTS = ("naive", "ours", "ours+channels_last")
+
+
+def time_setting(h: int, w: int, b: int, steps: int) -> dict[str, dict]:
+    """Variants interleaved step by step, so load changes on a shared machine hit all of them alike."""
+    runners = {v: Runner(h, w, b, v) for v in VARIANTS}
+    for r in runners.values():
+        r.step()  # warm-up
+    times: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
+    for _ in range(steps):
+        for v, r in runners.items():
+            times[v].append(r.step())
+    rows = {}
+    for v in VARIANTS:
+        wall = [t for t, _ in times[v]]
+        med = statistics.median(wall)
+        rows[v] = {"bench": "sde_step", "size": f"{w}x{h}", "batch": b, "variant": v, "steps": steps,
+                   "s_per_step_median": round(med, 4), "s_per_step_min": round(min(wall), 4),
+                   "cpu_s_per_step_median": round(statistics.median([c for _, c in times[v]]), 4),
+                   "images_per_s": round(b / med, 3), "threads": torch.get_num_threads()}
+    return rows
 
 
 def main() -> None:
@@ -91,11 +110,12 @@ def main() -> None:
     for h, w, b in settings:
         if args.only and args.only != f"{w}x{h}":
             continue
-        rows = {v: time_steps(h, w, b, args.steps, v) for v in ("naive", "ours", "ours+channels_last")}
+        rows = time_setting(h, w, b, args.steps)
         for v, row in rows.items():
             row["speedup_vs_naive"] = round(rows["naive"]["s_per_step_median"] / row["s_per_step_median"], 3)
             if (w, h, b) == (416, 128, 4):
                 row["speedup_vs_monodepth2"] = round(MONODEPTH2_416x128_B4_S / row["s_per_step_median"], 3)
+            row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
             print(json.dumps(row), flush=True)
 
 

@@ -104,9 +104,9 @@ class PseudolabelConfig:
     model: Literal["deeplabv3_resnet18", "deeplabv3_resnet34", "deeplabv3_resnet50", "deeplabv3_resnet101",
                    "deeplabv3_mobilenet_v3_large"] = "deeplabv3_resnet18"
     weights: str = "train"  # train | torchvision-coco | <path to a state dict>
-    steps: int = num(600, 1, 10_000_000)
+    steps: int = num(200, 1, 10_000_000)
     batch_size: int = num(8, 2, 1024)  # >= 2: BatchNorm in DeepLabV3's image-pooling branch
-    lr: float = num(0.01, 0.0, 10.0, lo_open=True)
+    lr: float = num(0.05, 0.0, 10.0, lo_open=True)
     weight_decay: float = num(1e-4, 0.0, 1.0)
     scale_min: float = num(0.75, 0.1, 4.0)
     scale_max: float = num(1.5, 0.1, 4.0)

@@ -5,6 +5,7 @@ tests depend on no other stage.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -449,3 +450,20 @@ def test_params_validation(tmp_path):
                            ({"model": "deeplabv3_resnet19"}, "pseudolabel.model")):
         with pytest.raises(ConfigError, match=key):
             load_params(_params(tmp_path, **overrides))
+
+
+def test_stage_on_real_downsample_output(tiny_workdir, tmp_path, monkeypatch):
+    """The tiny profile's synthesize + downsample output (the real manifest contract), copied so the
+    shared session workdir is left untouched."""
+    shutil.copytree(tiny_workdir / "data" / "prepared", tmp_path / "data" / "prepared")
+    shutil.copyfile(tiny_workdir / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    from stages import pseudolabel
+
+    pseudolabel.main("params.yaml")
+    manifest = pd.read_parquet(tmp_path / "data" / "prepared" / "manifest.parquet")
+    table = pd.read_parquet(tmp_path / "data" / "pseudolabels" / "pseudolabels.parquet")
+    assert sorted(table.id) == sorted(manifest[manifest.domain == "target"].id)
+    m = yaml.safe_load((tmp_path / "metrics" / "pseudolabel.json").read_text())
+    assert m["val"]["frames"] == int(((manifest.split == "val") & manifest.label.notna()).sum())
+    assert m["training"]["source_frames"] == int(((manifest.domain == "source") & manifest.label.notna()).sum())
