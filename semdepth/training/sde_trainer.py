@@ -20,7 +20,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn as nn
@@ -196,9 +196,15 @@ class SdeTrainer:
         return int(state["step"])
 
     # ------------------------------------------------------------------ loop
-    def train(self, interrupt_at: int | None = None) -> TrainResult:
+    def train(self, interrupt_at: int | None = None,
+              on_step: Callable[[int, dict[str, float]], bool | None] | None = None) -> TrainResult:
         """Run (or finish) `cfg.steps` steps. `interrupt_at` raises KeyboardInterrupt after that step
-        (tests simulate a kill with it)."""
+        (tests simulate a kill with it).
+
+        `on_step(done, losses)` is called after each optimizer step with the number of steps done and
+        that step's loss terms, so a caller can evaluate `self.depth_net` mid-run (the convergence
+        benchmark) without a second training loop; the trainer restores its train/eval modes after it.
+        Returning True stops after this step (wall-clock budgets): the result then reports `done` steps."""
         cfg = self.cfg
         loss_log = LossLog(self.log_every)
         start = 0
@@ -245,11 +251,16 @@ class SdeTrainer:
                     ddp.barrier()
                 if interrupt_at is not None and done >= interrupt_at:
                     raise KeyboardInterrupt(f"interrupted after step {done}")
+                if on_step is not None:
+                    stop = on_step(done, shown)
+                    self._train_mode()  # the callback may have switched the nets to eval
+                    if stop:
+                        break
         seconds = time.perf_counter() - t0
         del it, loader
         self.depth_net.eval()
         self.pose_net.eval()
-        return TrainResult(self.depth_net, self.pose_net, cfg.steps, seconds, cfg.steps - start, loss_log, wait)
+        return TrainResult(self.depth_net, self.pose_net, done, seconds, done - start, loss_log, wait)
 
     def finish(self) -> None:
         """Drop the resume checkpoint (call after the stage's outputs are written)."""
