@@ -32,12 +32,13 @@ ALL = {**ABLATIONS, **GUIDANCE}
 
 # Metrics shown in the report: (column title, metrics file, dotted key)
 COLUMNS = [
-    ("mIoU", "metrics/eval.json", "segmentation.miou"),
+    ("mIoU", "metrics/eval.json", "miou"),
     ("pixel acc", "metrics/eval.json", "segmentation.pixel_accuracy"),
-    ("AbsRel s1", "metrics/pretrain.json", "val.abs_rel"),
-    ("AbsRel s2", "metrics/retrain.json", "val.abs_rel"),
-    ("AbsRel car s2", "metrics/retrain.json", "val.class_abs_rel.car"),
-    ("AbsRel edges s2", "metrics/retrain.json", "val.edge_abs_rel"),
+    ("AbsRel s1", "metrics/eval.json", "depth.stage1.abs_rel"),
+    ("AbsRel s2", "metrics/eval.json", "depth.stage2.abs_rel"),
+    ("AbsRel car s2", "metrics/eval.json", "depth.stage2.class_abs_rel.car"),
+    ("AbsRel moving s2", "metrics/eval.json", "depth.stage2.moving_abs_rel"),
+    ("AbsRel edges s1", "metrics/eval.json", "depth.stage1.edge_abs_rel"),
 ]
 
 
@@ -94,7 +95,9 @@ def table_from_exp_show(records: Any) -> list[dict]:
         data = rec.get("data") or {}
         metrics = data.get("metrics") or {}
         params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
-        row = {"experiment": rec.get("name") or data.get("name") or str(rec.get("rev"))[:7]}
+        rev = str(rec.get("rev"))
+        short = rev[:7] if all(c in "0123456789abcdef" for c in rev) else rev  # sha or "workspace"
+        row = {"experiment": rec.get("name") or data.get("name") or short}
         for title, path, key in COLUMNS:
             row[title] = _dig((metrics.get(path) or {}).get("data"), key)
         row["init"] = _dig(params, "finetune.init")

@@ -175,3 +175,14 @@ def in_tiny_workdir(tiny_workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path
     """`tiny_workdir`, with the current directory set to it for this test."""
     monkeypatch.chdir(tiny_workdir)
     return tiny_workdir
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread per test: steadier timings and no oversubscription on 2-core CI."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

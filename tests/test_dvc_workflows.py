@@ -238,6 +238,10 @@ def test_exp_run_temp_and_queue_log_to_main_repo_store(project: Path) -> None:
     assert "Success" in status, status
     runs = _runs(project / "mlflow.db")
     assert any(r.data.tags.get("DVC_EXP_NAME") == "queued-lr" for r in runs)
+    # `semdepth report` turns `dvc exp show --json` into one markdown row per experiment
+    report = sh([sys.executable, "cli.py", "report"], project)
+    row = next(line for line in report.splitlines() if "queued-lr" in line)
+    assert row.startswith("| queued-lr |") and "–" not in row.split("|")[2], report
 
 
 def test_stage_logs_to_real_mlflow_server(project: Path, tmp_path: Path) -> None:

@@ -16,12 +16,7 @@ from semdepth.models.segmenter import (GatedExchange, Segmenter, build_segmenter
 from semdepth.training.mean_teacher import confidence_weight, ema_alpha, ema_update, make_teacher
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,12 +21,7 @@ from semdepth.models.sde import DepthNet, build_depth_net, build_pose_net, load_
 H, W = 64, 64  # smallest size the decoder supports (reflection padding needs 2 px at 1/32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def cfg_for(guidance: str, **kw) -> SdeConfig:

@@ -33,12 +33,7 @@ COLORS = {ROAD: (128, 64, 128), SKY: (70, 130, 180), CAR: (200, 20, 20), PERSON:
           BUILDING: (90, 90, 90)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _scene(rng: np.random.Generator, style: float) -> tuple[np.ndarray, np.ndarray]:

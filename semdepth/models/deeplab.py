@@ -26,6 +26,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation import deeplabv3 as tv_deeplab
 
 from semdepth import SemdepthError
+from semdepth.models.checkpoint import load_file, state_dict_problems
 
 MODELS = ("deeplabv3_resnet18", "deeplabv3_resnet34", "deeplabv3_resnet50", "deeplabv3_resnet101",
           "deeplabv3_mobilenet_v3_large")
@@ -133,16 +134,7 @@ def coco_weights_file(name: str) -> Path:
 def _check_and_load(model: DeepLab, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Strict load that names what does not fit (the auxiliary FCN head, if present, is dropped)."""
     given = {k: v for k, v in state.items() if not k.startswith("aux_classifier.")}
-    own = model.net.state_dict()
-    missing = [k for k in own if k not in given]
-    unexpected = [k for k in given if k not in own]
-    mismatched = [f"{k} {tuple(given[k].shape)} vs {tuple(own[k].shape)}" for k in own
-                  if k in given and tuple(given[k].shape) != tuple(own[k].shape)]
-    problems = []
-    for what, keys in (("missing", missing), ("unexpected", unexpected), ("mismatched", mismatched)):
-        if keys:
-            more = f" (+{len(keys) - 2} more)" if len(keys) > 2 else ""
-            problems.append(f"{len(keys)} {what}: {', '.join(keys[:2])}{more}")
+    problems = state_dict_problems(given, model.net.state_dict(), show=2)
     if problems:
         raise SemdepthError(f"{source}: not a {model.name} state dict with {model.num_classes} classes; "
                             + "; ".join(problems))
@@ -150,12 +142,7 @@ def _check_and_load(model: DeepLab, state: Mapping[str, torch.Tensor], source: s
 
 
 def _torch_load(path: Path) -> object:
-    if not path.is_file():
-        raise SemdepthError(f"{path}: checkpoint file not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is one user-facing error
-        raise SemdepthError(f"{path}: not a readable torch state dict ({type(e).__name__})") from None
+    return load_file(path)
 
 
 def load_coco(name: str) -> DeepLab:

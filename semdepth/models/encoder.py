@@ -15,6 +15,7 @@ import torch.nn as nn
 import torchvision
 
 from semdepth import SemdepthError
+from semdepth.models.checkpoint import load_file, state_dict_problems
 
 _BUILDERS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101"}
 _WEIGHTS = {18: "ResNet18_Weights", 34: "ResNet34_Weights", 50: "ResNet50_Weights", 101: "ResNet101_Weights"}
@@ -32,12 +33,7 @@ def read_backbone_file(path: str | Path, num_layers: int) -> dict[str, torch.Ten
     """A torchvision-resnet state dict from a file: either a plain state dict or a pseudo-label
     checkpoint (`{"backbone": ..., "backbone_layers": N}`, docs/contracts.md)."""
     path = Path(path)
-    if not path.is_file():
-        raise SemdepthError(f"{path}: backbone file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is one user-facing error
-        raise SemdepthError(f"{path}: not a readable torch state dict ({type(e).__name__})") from None
+    obj = load_file(path, "backbone file not found")
     if isinstance(obj, dict) and "backbone" in obj:
         if obj["backbone"] is None:
             raise SemdepthError(f"{path}: has no ResNet backbone (model {obj.get('model')!r}); "
@@ -96,15 +92,7 @@ class ResnetEncoder(nn.Module):
         """
         own = self.state_dict()
         given = {k: v for k, v in state_dict.items() if not k.startswith(_IGNORED_PREFIXES)}
-        missing = [k for k in own if k not in given and not k.endswith("num_batches_tracked")]
-        unexpected = [k for k in given if k not in own]
-        mismatched = [f"{k} {tuple(given[k].shape)} vs {tuple(own[k].shape)}" for k in own
-                      if k in given and given[k].shape != own[k].shape]
-        problems = []
-        for name, keys in (("missing", missing), ("unexpected", unexpected), ("mismatched", mismatched)):
-            if keys:
-                more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
-                problems.append(f"{len(keys)} {name}: {', '.join(keys[:3])}{more}")
+        problems = state_dict_problems(given, own)
         if problems:
             raise SemdepthError(f"{source}: not a ResNet-{self.num_layers} backbone; " + "; ".join(problems))
         with torch.no_grad():

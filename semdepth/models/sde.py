@@ -99,16 +99,9 @@ def save_sde(path: str | Path, depth_net: nn.Module, pose_net: nn.Module, config
 
 def read_sde(path: str | Path) -> dict:
     """The raw checkpoint dict, validated."""
-    path = Path(path)
-    if not path.is_file():
-        raise SemdepthError(f"{path}: SDE checkpoint not found (run pretrain/retrain first)")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise SemdepthError(f"{path}: unreadable SDE checkpoint ({type(e).__name__})") from None
-    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
-        raise SemdepthError(f"{path}: not a {FORMAT} checkpoint")
-    return ck
+    from semdepth.models.checkpoint import load_format
+
+    return load_format(path, FORMAT, "SDE checkpoint not found (run pretrain/retrain first)")
 
 
 def load_sde(path: str | Path, device: torch.device | str = "cpu", **kwargs: Any) -> tuple[DepthNet, PoseNet, dict]:

@@ -232,15 +232,10 @@ def save_segmenter(path: str | Path, model: nn.Module, config: dict, sde_config:
 
 def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> tuple[Segmenter, dict]:
     """(model in eval mode, checkpoint dict without the weights)."""
+    from semdepth.models.checkpoint import load_format
+
     path = Path(path)
-    if not path.is_file():
-        raise SemdepthError(f"{path}: segmenter checkpoint not found (run finetune first)")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise SemdepthError(f"{path}: unreadable segmenter checkpoint ({type(e).__name__})") from None
-    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
-        raise SemdepthError(f"{path}: not a {FORMAT} checkpoint")
+    ck = load_format(path, FORMAT, "segmenter checkpoint not found (run finetune first)")
     sde_cfg = ck["sde_config"]
     model = Segmenter(int(sde_cfg["encoder_layers"]), int(ck.get("num_classes", NUM_CLASSES)), bool(ck["multitask"]),
                       float(sde_cfg.get("pose_forward_init", 0.0)))

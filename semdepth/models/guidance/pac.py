@@ -324,10 +324,10 @@ def load_pseudolabel_deeplab(path: str | Path) -> nn.Module:
     """The DeepLab stored in data/models/pseudolabel.pt (docs/contracts.md), in eval mode."""
     from semdepth.models.deeplab import load_checkpoint
 
+    from semdepth.models.checkpoint import load_file
+
     path = Path(path)
-    if not path.is_file():
-        raise SemdepthError(f"{path}: pseudo-label model not found (sde.guidance pac needs the pseudolabel stage)")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = load_file(path, "pseudo-label model not found (sde.guidance pac needs the pseudolabel stage)")
     if not isinstance(obj, dict) or "model" not in obj:
         raise SemdepthError(f"{path}: not a pseudo-label checkpoint (no 'model' entry)")
     return load_checkpoint(path, obj["model"]).eval()
