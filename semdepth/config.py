@@ -208,7 +208,7 @@ class EvalConfig:
     edge_band: int = num(3, 0, 1000)  # half-width in pixels of the band around semantic edges
     min_depth: float = num(1e-3, 0.0, 1e4, lo_open=True)
     max_depth: float = num(80.0, 0.0, 1e5, lo_open=True)
-    figures: int = num(4, 0, 1000)
+    figures: int = num(4, 1, 1000)  # qualitative rows in samples.png (a declared output, so >= 1)
     batch_size: int = num(16, 1, 1024)
 
 
