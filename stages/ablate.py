@@ -47,7 +47,8 @@ def _fmt(v: Any) -> str:
 
 
 def exp_run_args(name: str, overrides: dict[str, Any]) -> list[str]:
-    args = ["dvc", "exp", "run", "--queue", "--force", "-n", name]
+    # no --force: for `exp run` it means "reproduce every stage", defeating the run cache
+    args = ["dvc", "exp", "run", "--queue", "-n", name]
     for k, v in overrides.items():
         args += ["-S", f"{k}={_fmt(v)}"]
     return args
@@ -59,6 +60,8 @@ def queue_ablations(names: Iterable[str] | None, run: bool, jobs: int) -> None:
     if unknown:
         raise SemdepthError(f"unknown ablation(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
     for name in chosen:
+        # re-queueing an ablation replaces its previous experiment (names must be unique)
+        subprocess.run(["dvc", "exp", "remove", name], capture_output=True)
         cmd = exp_run_args(name, ALL[name])
         print(" ".join(cmd))
         if subprocess.call(cmd):
