@@ -45,24 +45,23 @@ def triplet_frames(manifest: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
     return m[sel].sort_values("id").reset_index(drop=True)
 
 
-def attach_pseudolabels(frames: "pd.DataFrame", pl: "pd.DataFrame") -> tuple[list, list]:  # noqa: F821
-    """Per frame: train-id PNG path (None when the labels are binary only) and foreground PNG path."""
+def attach_pseudolabels(frames: "pd.DataFrame", pl: "pd.DataFrame") -> list:  # noqa: F821
+    """Per frame: the train-id PNG path (None when the labels are binary only): the road mask."""
     missing = sorted(set(frames["id"]) - set(pl["id"]))
     if missing:
         raise SemdepthError(f"{PSEUDO_TABLE}: no pseudo-labels for {len(missing)} training frames "
                             f"(e.g. {missing[0]}); rerun pseudolabel")
     by_id = pl.set_index("id")
     trainid = [resolve(by_id.at[i, "trainid"], PSEUDO) for i in frames["id"]]
-    fg = [resolve(by_id.at[i, "foreground"], PSEUDO) for i in frames["id"]]
-    return trainid, fg
+    return trainid
 
 
 class _Frames:
-    """Dataset: image, pseudo-label train ids (all 255 without them), foreground, intrinsics."""
+    """Dataset: image, pseudo-label train ids (all 255 without them), intrinsics."""
 
-    def __init__(self, frames: "pd.DataFrame", trainid: list, fg: list, need_fg: bool) -> None:  # noqa: F821
+    def __init__(self, frames: "pd.DataFrame", trainid: list) -> None:  # noqa: F821
         self.images = [resolve(p, PREPARED) for p in frames["image"]]
-        self.trainid, self.fg, self.need_fg = trainid, fg, need_fg
+        self.trainid = trainid
         self.K = np.zeros((len(frames), 3, 3), dtype=np.float32)
         self.K[:, 0, 0], self.K[:, 1, 1] = frames["fx"], frames["fy"]
         self.K[:, 0, 2], self.K[:, 1, 2], self.K[:, 2, 2] = frames["cx"], frames["cy"], 1.0
@@ -86,8 +85,6 @@ class _Frames:
             raise SemdepthError(f"{self.trainid[i]}: pseudo-label size {tuple(lab.shape)} differs from the image "
                                 f"{tuple(img.shape[1:])}; rerun pseudolabel")
         item = {"index": i, "image": img, "trainid": lab, "K": torch.from_numpy(self.K[i])}
-        if self.need_fg:
-            item["foreground"] = torch.from_numpy(read_label_u8(self.fg[i]).astype(np.float32)).unsqueeze(0)
         return item
 
 
@@ -97,9 +94,9 @@ def predict_depth(depth_net, batch: dict, sde_cfg: dict, device) -> "torch.Tenso
 
     from semdepth.models.sde import disp_to_depth
 
-    extra = {k: batch[k].to(device) for k in depth_net.needs}
+    # eval mode: guided networks read only the image (`.needs` lists training-batch keys)
     with torch.inference_mode():
-        out = depth_net(batch["image"].to(device), extra or None)
+        out = depth_net(batch["image"].to(device))
         _, depth = disp_to_depth(out["disp"][0], float(sde_cfg["min_depth"]), float(sde_cfg["max_depth"]))
     return depth.float()
 
@@ -180,13 +177,9 @@ def main(params_path: str | Path) -> None:
         frames = triplet_frames(read_table(MANIFEST))
         if frames.empty:
             raise SemdepthError(f"{MANIFEST}: no training triplets (train split, target domain, both neighbours)")
-        trainid, fg = attach_pseudolabels(frames, read_table(PSEUDO_TABLE))
+        trainid = attach_pseudolabels(frames, read_table(PSEUDO_TABLE))
         depth_net, _, sde_cfg = load_sde(MODEL, ctx.device)
-        unsupported = set(depth_net.needs) - {"foreground"}
-        if unsupported:
-            raise SemdepthError(f"{MODEL}: the depth network's guidance needs {sorted(unsupported)} at inference, "
-                                f"which the filter stage does not provide")
-        ds = _Frames(frames, trainid, fg, "foreground" in depth_net.needs)
+        ds = _Frames(frames, trainid)
         loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=ctx.params.compute.num_workers)
         gen = torch.Generator().manual_seed(ctx.params.seed)
         road_id = TRAIN_IDS["road"]

@@ -126,9 +126,6 @@ def main(params_path: str | Path = "params.yaml") -> None:
         sde_net = None
         if cfg.mix == "depthmix" and not cfg.multitask:
             sde_net, _, _ = load_sde(SDE_MODEL, device)
-            if sde_net.needs:
-                raise SemdepthError(f"{SDE_MODEL}: its guidance needs {sorted(sde_net.needs)} at inference, which "
-                                    f"single-task DepthMix cannot provide; set finetune.multitask: true")
             for q in sde_net.parameters():
                 q.requires_grad_(False)
 

@@ -80,9 +80,6 @@ def main(inputs: list[Path], out: Path, raw: bool = False, params_path: str | Pa
     images = [read_image(p) for p in paths]  # all readable before anything is written
     seg, _ = load_segmenter(SEG_MODEL, device)
     depth_net, _, sde_cfg = load_sde(SDE_MODEL, device)
-    if depth_net.needs:
-        raise SemdepthError(f"{SDE_MODEL}: its guidance needs {sorted(depth_net.needs)} at inference, "
-                            f"which predict cannot provide")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for path, stem, img in track(list(zip(paths, output_stems(paths), images)), "predict"):

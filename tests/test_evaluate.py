@@ -189,3 +189,30 @@ def test_predict_unreadable_image_names_it_and_writes_nothing(trained, tmp_path)
         with pytest.raises(SemdepthError, match="missing.png"):
             predict.main([tmp_path / "missing.png"], out, raw=False, params_path="params.yaml")
     assert not out.exists() or not any(out.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# Guided depth networks downstream
+# ---------------------------------------------------------------------------------------------
+def test_seem_guided_sde_runs_through_evaluate_and_predict(trained, tmp_path):
+    """SEEM reads pseudo-labels only while training (`.needs`); downstream stages must accept it."""
+    import shutil
+
+    from semdepth.models.sde import build_depth_net, build_pose_net, load_sde, save_sde
+    from stages import evaluate, predict
+
+    work = tmp_path / "w"
+    shutil.copytree(trained, work, ignore=shutil.ignore_patterns("eval.json"))
+    sde_cfg = dict(load_sde(work / "data/models/sde_stage1.pt")[2], guidance="seem", seem_points=50)
+    for name in ("sde_stage1.pt", "sde_stage2.pt"):
+        net = build_depth_net(sde_cfg)
+        assert net.needs  # the premise: it reads foreground while training
+        save_sde(work / "data/models" / name, net, build_pose_net(sde_cfg), sde_cfg, {})
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.zeros((40, 60, 3), np.uint8))
+    with contextlib.chdir(work):
+        evaluate.main("params.yaml")
+        predict.main([img], tmp_path / "out", raw=True, params_path="params.yaml")
+    m = json.loads((work / "metrics/eval.json").read_text())
+    assert m["depth"]["stage2"]["abs_rel"] > 0
+    assert np.load(tmp_path / "out" / "x_depth.npy").shape == (40, 60)

@@ -38,7 +38,9 @@ def disp_to_depth(disp: torch.Tensor, min_depth: float, max_depth: float) -> tup
 class DepthNet(nn.Module):
     """Encoder + depth decoder. forward(x, batch=None) -> decoder dict plus "encoder": the 5 features."""
 
-    needs: frozenset[str] = frozenset()  # extra per-batch inputs a guided subclass reads
+    # extra training-batch inputs a guided subclass reads (its losses/targets); in eval mode every
+    # guided network reads only the image, so inference code never supplies these
+    needs: frozenset[str] = frozenset()
 
     def __init__(self, encoder: ResnetEncoder, decoder: DepthDecoder) -> None:
         super().__init__()
