@@ -9,6 +9,7 @@ checkout, or a temporary `dvc exp run` copy, resolves the same files.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -129,3 +130,26 @@ def write_csv_rows(path: str | Path, rows: list[dict]) -> None:
 
     with atomic_file(path) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
+
+
+FINGERPRINT = "fingerprint.json"
+
+
+def write_fingerprint(root: str | Path) -> dict[str, Any]:
+    """Write `root/fingerprint.json`: one MD5 over every other file's relative path and content.
+
+    Downstream DVC stages depend on this small file instead of the whole directory. DVC checks a
+    directory dependency file by file (a state lookup per file, per consuming stage), and a no-op
+    `dvc repro` spent most of its time doing that for thousands of PNGs read by seven stages; the
+    producing stage still tracks the directory as its output, so nothing goes unchecked.
+    """
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() != FINGERPRINT)
+    total, size = hashlib.md5(), 0
+    for f in files:
+        data = f.read_bytes()
+        size += len(data)
+        total.update(f"{f.relative_to(root).as_posix()}\0{hashlib.md5(data).hexdigest()}\n".encode())
+    record = {"md5": total.hexdigest(), "files": len(files), "bytes": size}
+    write_json(root / FINGERPRINT, record)
+    return record

@@ -15,7 +15,7 @@ from typing import Any
 
 from semdepth import SemdepthError
 from semdepth.data.cityscapes import CityscapesRoot, PrepareTask, prepare_snippet, write_manifest
-from semdepth.io import atomic_dir
+from semdepth.io import atomic_dir, write_fingerprint
 from semdepth.progress import track
 from semdepth.runtime import cpu_workers
 from stages._common import stage
@@ -81,6 +81,7 @@ def prepare(raw_dir: str | Path, out_dir: str | Path, height: int, width: int, o
         order = {s: i for i, s in enumerate(splits)}
         rows.sort(key=lambda r: (order[r["split"]], r["id"]))
         write_manifest(rows, Path(tmp) / MANIFEST)
+        write_fingerprint(tmp)
     seconds = time.perf_counter() - t0
     frames = {s: sum(r["split"] == s for r in rows) for s in splits}
     return {

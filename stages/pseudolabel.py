@@ -41,7 +41,7 @@ def main(params_path: str | Path) -> None:
 
     from semdepth import SemdepthError
     from semdepth.config import to_dict
-    from semdepth.io import atomic_dir, atomic_file, write_table
+    from semdepth.io import atomic_dir, atomic_file, write_fingerprint, write_table
     from semdepth.models.deeplab import DeepLab, checkpoint_dict, load_checkpoint, load_coco
     from semdepth.pseudolabel.infer import SplitScores, positional_prior, run_inference
     from semdepth.pseudolabel.train import train_deeplab
@@ -100,6 +100,7 @@ def main(params_path: str | Path) -> None:
 
             table = pd.DataFrame(res.rows, columns=["id", "split", "trainid", "confidence", "foreground"])
             write_table(table, tmp / TABLE_NAME)
+            write_fingerprint(tmp)
         with atomic_file(CHECKPOINT) as tmp:
             torch.save(checkpoint_dict(model), tmp)
 

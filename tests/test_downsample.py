@@ -183,7 +183,7 @@ def test_workers_give_identical_output(cityscapes_tree: Tree, tmp_path: Path) ->
     _, two = run(cityscapes_tree, tmp_path / "w2", workers=2)
     pd.testing.assert_frame_equal(one, two)
     files = sorted(p.relative_to(tmp_path / "w1") for p in (tmp_path / "w1").rglob("*") if p.is_file())
-    assert len(files) == 21 + 5 + 5 + 1
+    assert len(files) == 21 + 5 + 5 + 2  # images, labels, depth; manifest and fingerprint
     for f in files:
         assert (tmp_path / "w1" / f).read_bytes() == (tmp_path / "w2" / f).read_bytes(), f
 
