@@ -164,13 +164,16 @@ def ablate(names: Optional[List[str]] = typer.Argument(None, help="Subset of abl
 
 
 @app.command()
-def report(out: Optional[Path] = typer.Option(None, "--out", help="Write the markdown here too.")) -> None:
+def report(out: Optional[Path] = typer.Option(None, "--out", help="Write the markdown here too."),
+           num: int = typer.Option(1, "--num", "-n",
+                                   help="Commits back from HEAD whose experiments to include (dvc exp show -n).")
+           ) -> None:
     """Markdown table of experiments (dvc exp show --json): mIoU and depth metrics per experiment."""
     try:
         from stages.ablate import report as report_main
     except ModuleNotFoundError:
         _fail("report is not built yet", 1)
-    report_main(out)
+    report_main(out, num)
 
 
 if __name__ == "__main__":

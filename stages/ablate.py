@@ -118,13 +118,18 @@ def to_markdown(rows: list[dict]) -> str:
     cols = list(rows[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        cells = [f"{v:.3f}" if isinstance(v, float) else ("–" if v is None else str(v)) for v in r.values()]
+        # 4 decimals: ablation differences at this scale are often in the third
+        cells = [f"{v:.4f}" if isinstance(v, float) else ("–" if v is None else str(v)) for v in r.values()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def report(out: Path | None) -> None:
-    proc = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+def report(out: Path | None, num: int = 1) -> None:
+    """`num`: how many commits back from HEAD to include (experiments hang off the commit they were
+    queued from, so after a new commit they are only listed with num >= 2)."""
+    if num < 1:
+        raise SemdepthError(f"--num must be >= 1, got {num}")
+    proc = subprocess.run(["dvc", "exp", "show", "--json", "-n", str(num)], capture_output=True, text=True)
     if proc.returncode:
         raise SemdepthError(f"dvc exp show failed: {proc.stderr.strip().splitlines()[-1:]}")
     md = to_markdown(table_from_exp_show(json.loads(proc.stdout or "[]")))

@@ -32,7 +32,7 @@ def test_report_rows_from_dvc3_exp_show_layout() -> None:
     assert [r["experiment"] for r in rows] == ["workspace", "main", "classmix"]
     assert rows[2]["mIoU"] == 0.27 and rows[2]["mix"] == "classmix" and rows[2]["AbsRel car s2"] == 0.25
     md = to_markdown(rows)
-    assert md.splitlines()[0].startswith("| experiment | mIoU |") and "| classmix | 0.270 |" in md
+    assert md.splitlines()[0].startswith("| experiment | mIoU |") and "| classmix | 0.2700 |" in md
 
 
 def test_unknown_ablation_is_rejected() -> None:
