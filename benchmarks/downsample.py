@@ -28,7 +28,7 @@ import time
 import cv2
 import numpy as np
 
-from stages.downsample import prepare  # noqa: E402
+from semdepth.data.prepare import prepare  # noqa: E402
 
 OFFSETS = [-2, -1, 0, 1, 2]
 LABEL_IDS = np.array([7, 8, 11, 17, 21, 23, 24, 26], np.uint8)

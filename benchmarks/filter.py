@@ -6,7 +6,8 @@ RANSAC ground test measured separately, and the vectorised RANSAC against a naiv
 Prints one JSON row per measurement. The depth network is randomly initialised (speed does not depend
 on the weights); the ground test runs on analytic road scenes with depth noise and a lead-car hole,
 so RANSAC sees realistic candidate counts. The naive loop uses the same random draws and must pick the
-same plane; the row says whether it did.
+same plane; the row says whether it did. `filter_ground_sweep` times the same ground test with the
+filter stage's sweep margins counted in the same pass (what the margin/threshold figure costs).
 """
 from __future__ import annotations
 
@@ -26,10 +27,12 @@ import time  # noqa: E402
 import torch  # noqa: E402
 
 from semdepth.config import FilterConfig, SdeConfig, to_dict  # noqa: E402
+from semdepth.filtering import sweep_margins  # noqa: E402
 from semdepth.geometry.camera import backproject  # noqa: E402
+from semdepth.geometry.depth import disp_to_depth  # noqa: E402
 from semdepth.geometry.ground import analyse_ground, near_band  # noqa: E402
 from semdepth.geometry.ransac import fit_planes  # noqa: E402
-from semdepth.models.sde import build_depth_net, disp_to_depth  # noqa: E402
+from semdepth.models.sde import build_depth_net  # noqa: E402
 
 
 def maxrss_mb() -> float:
@@ -137,6 +140,16 @@ def main() -> None:
     emit(bench="filter_ground_ransac", **common, iterations=a.iterations, seconds_per_batch=round(t, 4),
          frames_per_s=round(b / t, 1), dropped=int((~res.kept).sum()), with_hole=b // 2,
          candidates_per_frame=int(res.candidates.flatten(1).sum(1).float().mean()))
+    margins = sweep_margins(cfg)
+
+    def ground_sweep() -> None:
+        gen.manual_seed(0)
+        analyse_ground(depth, K, road, cfg, 0.1, gen, margins=margins)
+
+    t_sweep = time_it(ground_sweep, a.repeat, dev)
+    emit(bench="filter_ground_sweep", **common, iterations=a.iterations, margins=len(margins),
+         seconds_per_batch=round(t_sweep, 4), frames_per_s=round(b / t_sweep, 1),
+         overhead_vs_single_margin=round(t_sweep / t - 1.0, 3))
 
     # --- RANSAC hypotheses: vectorised vs a Python loop per hypothesis -------------------------------
     pts = backproject(depth, torch.linalg.inv(K)).transpose(1, 2).contiguous()

@@ -52,7 +52,7 @@ def bench_steps(h: int, w: int, steps: int, bl: int, bm: int, total_steps: int) 
     from semdepth.losses.reprojection import ObjectiveConfig
     from semdepth.models.depth_decoder import DepthDecoder
     from semdepth.models.encoder import ResnetEncoder
-    from semdepth.models.sde import DepthNet
+    from semdepth.models.depth_net import DepthNet
     from semdepth.models.segmenter import Segmenter
     from semdepth.training.finetune import FinetuneStep, build_optimizer
     from semdepth.training.mean_teacher import ema_update, make_teacher

@@ -1,4 +1,4 @@
-"""Cost of semantic guidance (issue 10): SDE training-step time and peak memory of every
+"""Cost of semantic guidance (docs/guidance.md): SDE training-step time and peak memory of every
 `sde.guidance` option relative to `none`, inference time, and PAC against the plain convolution it
 replaces (forward, forward+backward, memory; the "shift" implementation used and textbook unfold).
 

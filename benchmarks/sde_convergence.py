@@ -1,4 +1,4 @@
-"""SDE convergence on SynthCity: val AbsRel against wall-clock training minutes (issue 11).
+"""SDE convergence on SynthCity: val AbsRel against wall-clock training minutes (docs/method.md §3.7).
 
 Variants, each trained from the same seed for the same wall-clock budget with the project's
 `SdeTrainer` (nothing re-implemented; evaluation is `evaluate_depth_net`, as in the pretrain stage):
@@ -6,25 +6,38 @@ Variants, each trained from the same seed for the same wall-clock budget with th
 - `b`: pose warm start (`--forward-init`, default the params' value: the project default),
 - `c`: warm start + source-domain pretrained encoder (`sde.pretrained: source`, the pseudolabel
   stage's DeepLabV3 backbone `data/models/pseudolabel.pt`) with Hoyer's two phases: `--phase1-steps`
-  with the encoder frozen, then everything at `sde.phase2_lr` plus the feature distance.
+  with the encoder frozen, then everything at `sde.phase2_lr` plus the feature distance,
+- `lr3`: b at lr 3e-4;
+- `s2`, `s2lr3`: b with the photometric sources two frames away (`sde.source_offsets: [-2, 2]`:
+  twice the parallax, only the annotated centre frames train), at lr 1e-4 and 3e-4;
+- `s4`, `s4lr3`: b with all four sources ±1, ±2 (`[-2, -1, 1, 2]`, minimum over the four), at both lrs;
+- `ph`: b with the pose net on half-size inputs (`sde.pose_scale: 0.5`, a faster step);
+- `sup`: the supervised ceiling: the same depth network (same initial weights) trained on SynthCity's
+  exact depth (`depth_exact`) of the same training frames with the scale-invariant log loss
+  (semdepth/losses/silog.py) on all four scales upsampled, same batch, lr and augmentation. What the
+  network can reach in the budget when the training signal is not the limit.
 The row-median prior of the train GT (unscaled and median-scaled) is drawn as horizontal lines.
 The network's AbsRel is median-scaled (its scale is unknown to self-supervision), as in pretrain.json.
 
 Clock: `minutes` counts training wall time only (data waits included); evaluations pause it. Every
-`--eval-every-s` seconds of training the val split is evaluated, plus once before the first step.
-The DataLoader worker keeps prefetching during an evaluation, so the few steps after one wait a little
-less for data than in an uninterrupted run (a small optimistic bias at 30 s intervals).
+`--eval-every-s` seconds of training the val split is evaluated, at each of the `--marks` minutes, and
+once before the first step. The DataLoader worker keeps prefetching during an evaluation, so the few
+steps after one wait a little less for data than in an uninterrupted run (a small optimistic bias).
+The clock is wall time, so the machine must be otherwise idle: on a shared one every variant is slowed
+by whatever else runs while it trains (compare `steps_per_s`, and `step` at each mark).
 Schedule: the params' sde group (batch, lr, smoothness, depth range, phase2_lr, feature distance)
 with a constant lr by default (`--lr-step`), steps unbounded, guidance off. Resolution: that of the
-prepared data (re-prepare with other data.height/width to benchmark another; `--height/--width` only
-check it). No resume checkpoints are written.
+prepared data (another resolution: a project prepared at other data.height/width, as `--workdir`;
+`--height/--width` only check it). No resume checkpoints are written.
 
-Takes about len(variants) x minutes plus the evaluations (default 3 x 4 min + ~1 min, 2 threads).
+Takes about len(variants) x minutes plus the evaluations (default 3 x 6 min + ~1 min, 2 threads).
 Rows (JSON, one per line on stdout, also the CSV): one per evaluation point (variant, minutes, step,
-abs_rel, ...) and one per prior line. Outputs: <workdir>/benchmarks/out/sde_convergence.csv and
-<workdir>/metrics/figures/sde_convergence.png (or both in `--out DIR`).
+abs_rel, ...) and one per prior line. The AbsRel at each mark (the first point at or after it) per
+variant: a table on stderr and <name>_marks.csv. Outputs: <workdir>/benchmarks/out/sde_convergence.csv
+(+ _marks.csv) and <workdir>/metrics/figures/sde_convergence.png (or all in `--out DIR`).
 
-    python benchmarks/sde_convergence.py [--minutes 4] [--variants a b c] [--eval-every-s 30]
+    python benchmarks/sde_convergence.py [--minutes 6] [--variants a b c] [--eval-every-s 30]
+    python benchmarks/sde_convergence.py --workdir /tmp/base --params params.yaml --variants b s2lr3 sup
     python benchmarks/sde_convergence.py --plot-only          # redraw the PNG from the CSV
 """
 from __future__ import annotations
@@ -39,6 +52,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 # Script dir first on sys.path would let a sibling benchmark named like a stdlib module shadow it.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
@@ -48,8 +62,23 @@ from semdepth.config import ConfigError, Params, SdeConfig, load_params  # noqa:
 
 BENCH = "sde_convergence"
 NAME = "sde_convergence"
-LABELS = {"a": "(a) no pose warm start", "b": "(b) pose warm start",
-          "c": "(c) warm start + source encoder"}
+WIDE, ALL4 = [-2, 2], [-2, -1, 1, 2]
+# variant -> (label, sde overrides); the pose warm start is --forward-init unless overridden
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "a": ("(a) no pose warm start", {"pose_forward_init": 0.0}),
+    "b": ("(b) pose warm start", {}),
+    "c": ("(c) warm start + source encoder", {"pretrained": "source"}),
+    "lr3": ("(b) lr 3e-4", {"lr": 3e-4}),
+    "s2": ("(b) sources ±2", {"source_offsets": WIDE}),
+    "s2lr3": ("(b) sources ±2, lr 3e-4", {"source_offsets": WIDE, "lr": 3e-4}),
+    "s4": ("(b) sources ±1 ±2", {"source_offsets": ALL4}),
+    "s4lr3": ("(b) sources ±1 ±2, lr 3e-4", {"source_offsets": ALL4, "lr": 3e-4}),
+    "ph": ("(b) pose net at half size", {"pose_scale": 0.5}),
+    "sup": ("supervised ceiling (exact depth, SI-log)", {}),
+}
+LABELS = {k: v[0] for k, v in VARIANTS.items()}
+SUPERVISED = "sup"
+GT_COLUMN = "depth_exact"
 PRIORS = {"prior_unscaled": "row-median prior (unscaled)", "prior_median_scaled": "row-median prior (median-scaled)"}
 MANIFEST = Path("data/prepared/manifest.parquet")
 SOURCE_MODEL = Path("data/models/pseudolabel.pt")
@@ -65,18 +94,21 @@ def output_paths(workdir: Path, out: Path | None) -> tuple[Path, Path]:
     return workdir / "benchmarks/out" / f"{NAME}.csv", workdir / "metrics/figures" / f"{NAME}.png"
 
 
+def marks_path(csv_path: Path) -> Path:
+    return csv_path.with_name(f"{csv_path.stem}_marks.csv")
+
+
 def variant_config(base: SdeConfig, variant: str, forward_init: float, phase1_steps: int, lr_step: int) -> SdeConfig:
-    """The params' sde group with the variant's initialisation; unbounded steps (the clock stops it)."""
+    """The params' sde group with the variant's changes; unbounded steps (the clock stops it)."""
+    if variant not in VARIANTS:
+        raise SemdepthError(f"--variants: unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
     common = dict(steps=NO_DECAY, lr_step=lr_step if lr_step > 0 else NO_DECAY, guidance="none",
-                  checkpoint_every=NO_DECAY)
-    if variant == "a":
-        return dataclasses.replace(base, pose_forward_init=0.0, pretrained="none", phase1_steps=0, **common)
-    if variant == "b":
-        return dataclasses.replace(base, pose_forward_init=forward_init, pretrained="none", phase1_steps=0, **common)
-    if variant == "c":
-        return dataclasses.replace(base, pose_forward_init=forward_init, pretrained="source",
-                                   phase1_steps=phase1_steps, **common)
-    raise SemdepthError(f"--variants: unknown variant {variant!r} (choose from a, b, c)")
+                  checkpoint_every=NO_DECAY, pose_forward_init=forward_init, pretrained="none", phase1_steps=0,
+                  source_offsets=[-1, 1], pose_scale=1.0)
+    overrides = dict(VARIANTS[variant][1])
+    if overrides.get("pretrained") == "source":
+        overrides["phase1_steps"] = phase1_steps
+    return dataclasses.replace(base, **{**common, **overrides})
 
 
 def _peak_rss_mb() -> float:
@@ -87,13 +119,76 @@ def _emit(row: dict, stream) -> None:
     print(json.dumps(row), file=stream, flush=True)
 
 
+class SupervisedTrainer:
+    """The ceiling: SdeTrainer's depth network trained on GT depth (no pose net, no photometric loss)
+    through the same loop, sampler and augmentation; the interface the benchmark uses of SdeTrainer
+    (`depth_net`, `phase_of`, `train(on_step=)`)."""
+
+    def __init__(self, cfg: SdeConfig, dataset, device, *, seed: int, num_workers: int) -> None:
+        import torch
+
+        from semdepth.models.sde import build_depth_net
+
+        self.cfg, self.dataset, self.device, self.seed, self.num_workers = cfg, dataset, device, seed, num_workers
+        self.depth_net = build_depth_net(cfg).to(device)
+        self.optimizer = torch.optim.Adam(self.depth_net.parameters(), lr=cfg.lr)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step, cfg.lr_decay)
+
+    @staticmethod
+    def phase_of(step: int) -> int:
+        return 0
+
+    def loss(self, batch: dict):
+        import torch.nn.functional as F
+
+        from semdepth.geometry.depth import disp_to_depth
+        from semdepth.losses.silog import scale_invariant_log_loss
+
+        cfg = self.cfg
+        gt = batch["depth"]
+        valid = (gt > cfg.min_depth) & (gt < cfg.max_depth)
+        terms = []
+        for disp in self.depth_net(batch["aug_0"])["disp"].values():
+            if disp.shape[-2:] != gt.shape[-2:]:
+                disp = F.interpolate(disp, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+            terms.append(scale_invariant_log_loss(disp_to_depth(disp, cfg.min_depth, cfg.max_depth)[1], gt, valid))
+        return sum(terms) / len(terms)
+
+    def train(self, on_step):
+        from semdepth.data.sequence import triplet_loader
+        from semdepth.training import loop
+        from semdepth.training.loss_log import LossLog
+        from semdepth.training.sde_trainer import to_device
+
+        def forward(i: int, batch: dict):
+            loss = self.loss(to_device(batch, self.device))
+            return loss, {"loss": float(loss.detach())}
+
+        def update(i: int, loss) -> None:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+
+        def after_step(done: int, values: dict) -> bool:
+            stop = on_step(done, values)
+            self.depth_net.train()  # the evaluation switched it to eval
+            return bool(stop)
+
+        self.depth_net.train()
+        loader = triplet_loader(self.dataset, self.cfg.batch_size, self.seed, 0, self.num_workers)
+        result = loop.train_steps(forward, update, loader, start=0, steps=self.cfg.steps, name=f"{NAME} sup",
+                                  loss_log=LossLog(10), progress=False, on_step=after_step)
+        self.depth_net.eval()
+        return result
+
+
 class Run:
-    """Shared inputs of all variants (dataset, priors, eval settings) and the rows written so far."""
+    """Shared inputs of all variants (datasets, priors, eval settings) and the rows written so far."""
 
     def __init__(self, args: argparse.Namespace, params: Params, stdout) -> None:
         import torch
 
-        from semdepth.data.sequence import TripletDataset
         from semdepth.runtime import pick_device
 
         self.args, self.params, self.stdout = args, params, stdout
@@ -102,9 +197,9 @@ class Run:
         if not self.manifest.is_file():
             raise SemdepthError(f"{self.manifest}: not found (run `dvc repro downsample` in the workdir first)")
         self.device = pick_device(args.device)
-        sde = params.sde
-        self.dataset = TripletDataset(self.manifest, None, sde.flip_prob, sde.jitter_prob)
-        h, w = self.dataset.height, self.dataset.width
+        self._datasets: dict[tuple, Any] = {}
+        triplets = self.dataset((-1, 1))
+        h, w = triplets.height, triplets.width
         if (args.height and args.height != h) or (args.width and args.width != w):
             raise SemdepthError(f"{self.manifest}: prepared at {h}x{w}, not the requested "
                                 f"{args.height or h}x{args.width or w} (re-prepare with that data.height/width)")
@@ -112,6 +207,19 @@ class Run:
         self.rows: list[dict] = []
         self.kept: list[dict] = args.kept_rows  # --merge: other variants' rows from the existing CSV
         torch.set_num_threads(args.threads)
+
+    def dataset(self, source_offsets: tuple[int, ...], depth: str | None = None):
+        """The training tuples for these sources (cached); `depth`: target frames only, with that GT
+        column, restricted to the frames the default triplets train on."""
+        from semdepth.data.sequence import TripletDataset
+
+        key = (tuple(source_offsets), depth)
+        if key not in self._datasets:
+            sde = self.params.sde
+            ids = self.dataset((-1, 1)).ids if depth is not None else None
+            self._datasets[key] = TripletDataset(self.manifest, ids, sde.flip_prob, sde.jitter_prob,
+                                                 source_offsets=source_offsets, depth=depth)
+        return self._datasets[key]
 
     # ------------------------------------------------------------------ rows
     def add(self, row: dict) -> None:
@@ -143,29 +251,40 @@ class Run:
                                   net_max_depth=cfg.max_depth, eval_cfg=p.eval, hood_fraction=p.data.hood_fraction,
                                   batch_size=p.eval.batch_size, description=f"{NAME} {variant}: val")
 
-    def variant(self, variant: str) -> None:
-        from semdepth.runtime import get_logger, seed_everything
+    def trainer(self, variant: str, cfg: SdeConfig):
+        from semdepth.runtime import seed_everything
         from semdepth.training.sde_trainer import SdeTrainer
 
         args, p = self.args, self.params
-        log = get_logger("semdepth.bench")
-        cfg = variant_config(p.sde, variant, args.forward_init, args.phase1_steps, args.lr_step)
-        pretrained = str(self.workdir / SOURCE_MODEL) if variant == "c" else None
         seed_everything(p.seed)  # same initial depth/pose weights in every variant (bar the pose bias)
-        trainer = SdeTrainer(cfg, self.dataset, self.device, seed=p.seed, num_workers=args.workers,
-                             pretrained=pretrained, resume_name=None, description=f"{NAME} {variant}",
-                             log_every=10, progress=False)
+        if variant == SUPERVISED:
+            return SupervisedTrainer(cfg, self.dataset((), GT_COLUMN), self.device, seed=p.seed,
+                                     num_workers=args.workers)
+        pretrained = str(self.workdir / SOURCE_MODEL) if cfg.pretrained == "source" else None
+        return SdeTrainer(cfg, self.dataset(tuple(cfg.source_offsets)), self.device, seed=p.seed,
+                          num_workers=args.workers, pretrained=pretrained, resume_root=None,
+                          description=f"{NAME} {variant}", log_every=10, progress=False)
+
+    def variant(self, variant: str) -> None:
+        from semdepth.runtime import get_logger
+
+        args = self.args
+        log = get_logger("semdepth.bench")
+        cfg = variant_config(self.params.sde, variant, args.forward_init, args.phase1_steps, args.lr_step)
+        trainer = self.trainer(variant, cfg)
         budget = args.minutes * 60.0
+        marks = [60.0 * m for m in args.marks if 60.0 * m < budget]
         clock = {"eval_s": 0.0, "last": 0.0, "t0": 0.0}
 
         def point(step: int, train_s: float, losses: dict | None) -> None:
             te = time.perf_counter()
             m = self.evaluate(trainer.depth_net, cfg, variant)
             eval_s = time.perf_counter() - te
+            t_z = (losses or {}).get("t_z")
             self.add({"variant": variant, "label": LABELS[variant], "minutes": round(train_s / 60, 4), "step": step,
                       "abs_rel": round(m["abs_rel"], 5), "a1": round(m["a1"], 5), "rmse": round(m["rmse"], 4),
                       "loss": round(losses["loss"], 5) if losses else None,
-                      "t_z": round(losses["t_z"], 5) if losses else None, "phase": trainer.phase_of(max(step - 1, 0)),
+                      "t_z": round(t_z, 5) if t_z is not None else None, "phase": trainer.phase_of(max(step - 1, 0)),
                       "steps_per_s": round(step / train_s, 3) if train_s > 0 else None, "eval_s": round(eval_s, 2),
                       "size": self.size, "batch": cfg.batch_size, "threads": args.threads,
                       "peak_rss_mb": _peak_rss_mb()})
@@ -174,7 +293,10 @@ class Run:
         def on_step(done: int, losses: dict) -> bool:
             train_s = time.perf_counter() - clock["t0"] - clock["eval_s"]
             last = train_s >= budget
-            if last or train_s - clock["last"] >= args.eval_every_s:
+            at_mark = bool(marks) and train_s >= marks[0]
+            while marks and train_s >= marks[0]:
+                marks.pop(0)
+            if last or at_mark or train_s - clock["last"] >= args.eval_every_s:
                 clock["last"] = train_s
                 point(done, train_s, losses)
             return last
@@ -185,6 +307,36 @@ class Run:
         clock["eval_s"] = 0.0
         clock["t0"] = time.perf_counter()
         trainer.train(on_step=on_step)
+
+
+# ---------------------------------------------------------------------- the marks table
+def mark_rows(csv_path: Path, marks: list[float]) -> list[dict]:
+    """Per variant and mark: the first evaluation point at or after that many minutes (None: the
+    variant's budget ended before it)."""
+    import pandas as pd
+
+    df = pd.read_csv(csv_path)
+    curves = df[~df["variant"].isin(list(PRIORS))]
+    rows = []
+    for v, g in curves.groupby("variant", sort=False):
+        row: dict[str, Any] = {"variant": v, "label": g["label"].iloc[0]}
+        for m in marks:
+            hit = g[g["minutes"] >= m - 1e-9].sort_values("minutes")
+            row[f"abs_rel_{m:g}min"] = float(hit["abs_rel"].iloc[0]) if not hit.empty else None
+            row[f"step_{m:g}min"] = int(hit["step"].iloc[0]) if not hit.empty else None
+        rows.append(row)
+    return rows
+
+
+def marks_table(rows: list[dict], marks: list[float]) -> str:
+    """Markdown: AbsRel (step) at each mark per variant."""
+    head = "| variant | " + " | ".join(f"{m:g} min" for m in marks) + " |"
+    lines = [head, "|---" * (len(marks) + 1) + "|"]
+    for r in rows:
+        cells = [f"{r[f'abs_rel_{m:g}min']:.4f} ({r[f'step_{m:g}min']})" if r[f"abs_rel_{m:g}min"] is not None
+                 else "" for m in marks]
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------- plotting
@@ -207,12 +359,14 @@ def plot(csv_path: Path, png_path: Path) -> None:
     curves = df[~df["variant"].isin(list(PRIORS))]
     if curves.empty:
         raise SemdepthError(f"{csv_path}: has no evaluation points")
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    colors = {"a": "#cc6677", "b": "#4477aa", "c": "#228833"}
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    palette = plt.get_cmap("tab10").colors
+    colors = {v: palette[i % len(palette)] for i, v in enumerate(VARIANTS)}
     for v, g in curves.groupby("variant", sort=True):
         g = g.sort_values("minutes")
         label = g["label"].iloc[0] if "label" in g and isinstance(g["label"].iloc[0], str) else str(v)
-        ax.plot(g["minutes"], g["abs_rel"], marker="o", ms=3, lw=1.5, color=colors.get(str(v)), label=label)
+        ax.plot(g["minutes"], g["abs_rel"], marker="o", ms=3, lw=1.5, color=colors.get(str(v)), label=label,
+                ls="--" if v == SUPERVISED else "-")
     for key, style in (("prior_unscaled", "--"), ("prior_median_scaled", ":")):
         row = df[df["variant"] == key]
         if not row.empty:
@@ -231,11 +385,20 @@ def plot(csv_path: Path, png_path: Path) -> None:
     ax.set_ylim(0, max(top, float(priors.max()) if not priors.empty else 0) * 1.1 or 1.0)
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_file(png_path) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
+
+
+def write_marks(csv_path: Path, marks: list[float]) -> str:
+    """The marks CSV next to the benchmark CSV; returns the markdown table."""
+    from semdepth.io import write_csv_rows
+
+    rows = mark_rows(csv_path, marks)
+    write_csv_rows(marks_path(csv_path), rows)
+    return marks_table(rows, marks)
 
 
 # ---------------------------------------------------------------------- CLI
@@ -246,29 +409,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--workdir", type=Path, default=Path("."),
                     help="project dir holding data/prepared/ (and data/models/pseudolabel.pt for c); default .")
     ap.add_argument("--params", type=Path, default=None, help="params file (default <workdir>/params.yaml)")
-    ap.add_argument("--variants", nargs="+", default=["a", "b", "c"], choices=list(LABELS))
-    ap.add_argument("--minutes", type=float, default=4.0, help="training wall-clock budget per variant (default 4)")
+    ap.add_argument("--variants", nargs="+", default=["a", "b", "c"], choices=list(VARIANTS))
+    ap.add_argument("--minutes", type=float, default=6.0, help="training wall-clock budget per variant (default 6)")
+    ap.add_argument("--marks", type=float, nargs="+", default=[1.0, 2.0, 4.0, 6.0],
+                    help="minutes at which every variant is evaluated and tabulated (default 1 2 4 6)")
     ap.add_argument("--eval-every-s", type=float, default=30.0, help="seconds of training between evaluations (default 30)")
     ap.add_argument("--phase1-steps", type=int, default=100, help="variant c: steps with the encoder frozen")
     ap.add_argument("--forward-init", type=float, default=None,
-                    help="variants b, c: pose warm start (default sde.pose_forward_init, else 0.03)")
+                    help="all variants but a: pose warm start (default sde.pose_forward_init, else 0.03)")
     ap.add_argument("--lr-step", type=int, default=0, help="StepLR step (0 = constant lr, the default)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default compute.num_workers)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     ap.add_argument("--height", type=int, default=None, help="check: the prepared data's height")
     ap.add_argument("--width", type=int, default=None, help="check: the prepared data's width")
-    ap.add_argument("--out", type=Path, default=None, help="write the CSV and PNG here instead")
+    ap.add_argument("--out", type=Path, default=None, help="write the CSVs and PNG here instead")
     ap.add_argument("--merge", action="store_true",
                     help="keep the existing CSV's rows of variants not run now (re-run one variant)")
-    ap.add_argument("--plot-only", action="store_true", help="only redraw the PNG from the CSV")
+    ap.add_argument("--plot-only", action="store_true", help="only redraw the PNG (and the marks) from the CSV")
     args = ap.parse_args(argv)
     for name in ("minutes", "eval_every_s"):
         if not getattr(args, name) > 0:
             ap.error(f"--{name.replace('_', '-')}: must be positive")
-    if args.phase1_steps < 0 or args.threads < 1 or args.lr_step < 0:
-        ap.error("--phase1-steps and --lr-step must be >= 0, --threads >= 1")
+    if args.phase1_steps < 0 or args.threads < 1 or args.lr_step < 0 or min(args.marks) <= 0:
+        ap.error("--phase1-steps and --lr-step must be >= 0, --threads >= 1, --marks positive")
     args.variants = list(dict.fromkeys(args.variants))
+    args.marks = sorted(set(args.marks))
     return args
 
 
@@ -278,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.plot_only:
             plot(args.csv, args.png)
+            print(write_marks(args.csv, args.marks), file=sys.stderr)
             print(f"{NAME}: wrote {args.png}", file=sys.stderr)
             return 0
         params = load_params(args.params or args.workdir / "params.yaml")
@@ -304,7 +471,9 @@ def main(argv: list[str] | None = None) -> int:
             for v in args.variants:
                 run.variant(v)
             plot(args.csv, args.png)
-        print(f"{NAME}: wrote {args.csv} and {args.png}", file=sys.stderr)
+            table = write_marks(args.csv, args.marks)
+        print(table, file=sys.stderr)
+        print(f"{NAME}: wrote {args.csv}, {marks_path(args.csv).name} and {args.png}", file=sys.stderr)
         return 0
     except (SemdepthError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,8 +1,9 @@
 """SynthCity rendering throughput: frames/s of the synthesize stage (render + write every file) with one
-worker and with all cores, and the screen-rectangle culling of the ray caster against the naive cast
-(every part against every pixel).
+worker and with all cores, the screen-rectangle culling of the ray caster against the naive cast
+(every part against every pixel), and what val snippets cost with every frame offset against the
+annotated frame only (`synth.val_frame_offsets: [0]`; evaluation reads offset 0 alone).
 
-    python benchmarks/synthcity.py [--height 256 --width 512 --snippets 12]
+    python benchmarks/synthcity.py [--height 256 --width 512 --snippets 12 --val-snippets 6]
 
 Prints one JSON row per measurement.
 """
@@ -78,16 +79,33 @@ def cast_rows(cfg: SynthConfig, repeats: int = 3) -> None:
          part_mismatch_fraction=round(mismatch, 6))
 
 
+def val_rows(cfg: SynthConfig, snippets: int, per: tuple[int, ...] = (100, 120)) -> None:
+    """Val snippets alone, one worker, rendered at every offset and at offset 0 only; CPU seconds
+    (independent of machine load) and their linear extrapolation to `per` val snippets."""
+    for val_offsets in (list(cfg.frame_offsets), [0]):
+        run = dataclasses.replace(cfg, train_snippets=0, val_snippets=snippets, source_snippets=0,
+                                  val_frame_offsets=val_offsets)
+        with tempfile.TemporaryDirectory() as tmp:
+            s = write_dataset(run, Path(tmp) / "synthcity", workers=1, progress=False)
+        per_snippet = s["cpu_seconds"] / snippets
+        emit(bench="synthcity_val", height=cfg.height, width=cfg.width, val_frame_offsets=val_offsets,
+             snippets=snippets, frames=s["frames"], seconds=round(s["seconds"], 3),
+             cpu_seconds=round(s["cpu_seconds"], 3), frames_per_cpu_s=round(s["frames_per_cpu_second"], 2),
+             **{f"cpu_seconds_per_{n}_val_snippets": round(per_snippet * n, 1) for n in per})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--height", type=int, default=256)
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--snippets", type=int, default=12, help="train+val snippets of 5 frames (no source)")
+    ap.add_argument("--val-snippets", type=int, default=6, help="val snippets of the val_frame_offsets rows")
     args = ap.parse_args()
     cfg = dataclasses.replace(SynthConfig(), height=args.height, width=args.width,
                               train_snippets=max(args.snippets - 1, 1), val_snippets=1, source_snippets=0)
     dataset_rows(cfg)
     cast_rows(cfg)
+    val_rows(cfg, args.val_snippets)
 
 
 if __name__ == "__main__":

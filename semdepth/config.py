@@ -45,6 +45,7 @@ class ComputeConfig:
     nproc: int = num(1, 1, 64)  # >1: training stages relaunch under torchrun (DDP)
     num_workers: int = num(1, 0, 64)  # DataLoader worker processes
     threads: int = num(0, 0, 256)  # torch intra-op threads; 0 = torch's default
+    checkpointing: bool = False  # activation checkpointing in training (less GPU memory, same result)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,10 @@ class SynthConfig:
     val_snippets: int = num(30, 1, 100000)
     source_snippets: int = num(60, 0, 100000)
     frame_offsets: list[int] = lst([-2, -1, 0, 1, 2])
+    val_frame_offsets: list[int] = lst([-2, -1, 0, 1, 2])  # val renders these (evaluation reads offset 0)
     lead_car_share: float = num(0.2, 0.0, 1.0)
+    lead_car_rel_speed: float = num(0.0, 0.0, 5.0)  # m/s: lead cars drive at ego speed + U(-v, v)
+    lead_cars_max: int = num(1, 1, 8)  # lead-car snippets have 1..this many near-ego-speed cars ahead
     speed_min: float = num(5.0, 0.0, 60.0, lo_open=True)
     speed_max: float = num(15.0, 0.0, 60.0, lo_open=True)
     fps: float = num(17.0, 1.0, 120.0)
@@ -79,6 +83,13 @@ class SynthConfig:
                               f"Cityscapes snippet around frame 19), got {self.frame_offsets}")
         if self.height % 2 or self.width % 2:
             raise ConfigError(f"{key}.height/width: must be even, got {self.height}x{self.width}")
+        val = self.val_frame_offsets
+        if 0 not in val or len(set(val)) != len(val) or not set(val) <= set(offsets):
+            raise ConfigError(f"{key}.val_frame_offsets: must contain 0 and be distinct offsets of "
+                              f"{key}.frame_offsets {offsets}, got {val}")
+        if self.lead_car_rel_speed > self.speed_min:
+            raise ConfigError(f"{key}.lead_car_rel_speed: {self.lead_car_rel_speed} is larger than speed_min "
+                              f"{self.speed_min} (a lead car would drive backwards)")
 
 
 @dataclass(frozen=True)
@@ -112,15 +123,30 @@ class PseudolabelConfig:
     scale_max: float = num(1.5, 0.1, 4.0)
     color_jitter: float = num(0.3, 0.0, 1.0)
     infer_batch_size: int = num(16, 1, 1024)
+    # train and infer at height x width read from data.raw_dir (0 x 0 = the working resolution, the
+    # prepared frames); maps are resized back to the working resolution
+    height: int = num(0, 0, 16384)
+    width: int = num(0, 0, 16384)
+    output_stride: int = field(default=0, metadata={"choices": [0, 8, 16]})  # 0 = the model's own
+    loss: Literal["ce", "balanced", "ohem"] = "ce"  # balanced: source class-frequency weights
+    ohem_keep: float = num(0.25, 0.0, 1.0, lo_open=True)  # ohem: share of the hardest pixels kept
+    cpu_bf16: bool = False  # bf16 autocast on CPU too (CUDA always uses it)
 
     def check(self, key: str) -> None:
         if self.scale_min > self.scale_max:
             raise ConfigError(f"{key}.scale_min: {self.scale_min} is larger than scale_max {self.scale_max}")
+        if (self.height == 0) != (self.width == 0):
+            raise ConfigError(f"{key}.height: {self.height}x{self.width}: set both height and width, "
+                              f"or both to 0 (the working resolution)")
+        for name, v in (("height", self.height), ("width", self.width)):
+            if v % 16:
+                raise ConfigError(f"{key}.{name}: {v} is not a multiple of 16 (the network's output stride)")
 
 
 @dataclass(frozen=True)
 class SdeConfig:
     encoder_layers: int = field(default=18, metadata={"choices": [18, 34, 50, 101]})
+    architecture: Literal["unet", "aspp"] = "unet"  # aspp: Hoyer's dilated encoder + ASPP U-Net
     pretrained: str = "none"  # none | source | imagenet | <path>
     guidance: Literal["none", "seg_branch", "pac", "seem"] = "none"
     steps: int = num(1500, 1, 10_000_000)
@@ -132,6 +158,10 @@ class SdeConfig:
     max_depth: float = num(100.0, 0.0, 1e5, lo_open=True)
     smoothness: float = num(1e-3, 0.0, 10.0)
     pose_forward_init: float = num(0.03, 0.0, 10.0)  # initial forward translation per frame (0 = monodepth2)
+    # photometric sources, frame offsets from the target: [-1, 1] (monodepth2); [-2, 2] a wider stride;
+    # [-2, -1, 1, 2] all four, min over them. Each must be prepared (data.frame_offsets).
+    source_offsets: list[int] = lst([-1, 1])
+    pose_scale: float = num(1.0, 0.0, 1.0, lo_open=True)  # pose-net input size / image size (area-resized)
     flip_prob: float = num(0.5, 0.0, 1.0)
     jitter_prob: float = num(0.5, 0.0, 1.0)
     phase1_steps: int = num(0, 0, 10_000_000)  # pretrained encoder only: steps with the encoder frozen
@@ -141,10 +171,18 @@ class SdeConfig:
     seem_points: int = num(3000, 1, 1_000_000)  # at 640x192, scaled with image area
     seem_attention: bool = False
     checkpoint_every: int = num(200, 1, 10_000_000)
+    seed: int = 0  # depth and pose networks: initialisation, data order, augmentation (an ablation seed)
 
     def check(self, key: str) -> None:
         if self.min_depth >= self.max_depth:
             raise ConfigError(f"{key}.min_depth: {self.min_depth} must be below max_depth {self.max_depth}")
+        offs = self.source_offsets
+        if 0 in offs or len(set(offs)) != len(offs) or list(offs) != sorted(offs):
+            raise ConfigError(f"{key}.source_offsets: must be distinct non-zero frame offsets in increasing order "
+                              f"(e.g. [-1, 1]), got {offs}")
+        if self.architecture == "aspp" and self.guidance == "seem":
+            raise ConfigError(f"{key}.guidance: seem is implemented for architecture unet only (its semantic "
+                              f"decoder and attention assume the U-Net widths)")
 
 
 @dataclass(frozen=True)
@@ -201,6 +239,8 @@ class FinetuneConfig:
     unsup_weight: float = num(1.0, 0.0, 100.0)
     depth_weight: float = num(1.0, 0.0, 100.0)  # self-supervised depth loss in multi-task mode
     checkpoint_every: int = num(200, 1, 10_000_000)
+    labels: Literal["selected", "all"] = "selected"  # all: every annotated train frame (the oracle)
+    seed: int = 0  # the segmenter: decoder initialisation, data order, mixing (an ablation seed)
 
 
 @dataclass(frozen=True)
@@ -210,11 +250,13 @@ class EvalConfig:
     max_depth: float = num(80.0, 0.0, 1e5, lo_open=True)
     figures: int = num(4, 1, 1000)  # qualitative rows in samples.png (a declared output, so >= 1)
     batch_size: int = num(16, 1, 1024)
+    # depth protocol: project (val, hood rows excluded) | cityscapes (ManyDepth: test split, crop)
+    protocol: Literal["project", "cityscapes"] = "project"
 
 
 @dataclass(frozen=True)
 class Params:
-    seed: int = 0
+    seed: int = 0  # pseudolabel training and the filter's RANSAC draws (sde.seed, finetune.seed: the networks)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
@@ -344,4 +386,95 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
             out.update(flatten(v, key + "."))
         else:
             out[key] = v
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Scoped views: a stage reads only the params it declares
+# --------------------------------------------------------------------------------------------
+ALWAYS_READABLE = ("compute", "tracking")  # speed and logging only; never a stage's dependency
+
+
+class _GroupView:
+    """Read-only view of one params group that allows only some of its keys.
+
+    Why: DVC reruns a stage only when a key listed in its dvc.yaml `params:` changes. A stage that
+    read any other key would depend on it without DVC knowing, and a cached result would be stale.
+    """
+
+    def __init__(self, owner: str, group: str, obj: Any, allowed: frozenset[str]) -> None:
+        object.__setattr__(self, "_owner", owner)
+        object.__setattr__(self, "_group", group)
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_allowed", allowed)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name not in self._allowed:
+            raise ConfigError(f"stage {self._owner}: reads {self._group}.{name}, which is not among its params "
+                              f"(semdepth/layout.py STAGES and dvc.yaml)")
+        return getattr(self._obj, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("params are read-only")
+
+    def __repr__(self) -> str:
+        return f"<{self._group} params of stage {self._owner}: {sorted(self._allowed)}>"
+
+
+def scoped(params: Params, owner: str, keys: tuple[str, ...] | list[str],
+           speed_only: tuple[str, ...] | list[str] = ()) -> Any:
+    """A view of `params` exposing only `keys` (+ `speed_only`, + compute/tracking) to stage `owner`.
+
+    A key is a group ("sde") or a group field ("sde.min_depth") or a top-level field ("seed"). A
+    group whose every field is allowed is returned as the real typed object, so library functions
+    can take it whole; a partly allowed group is a view that names the missing key when read.
+    """
+    allowed = {*keys, *speed_only, *ALWAYS_READABLE}
+    members: dict[str, Any] = {}
+    for f in dataclasses.fields(params):
+        value = getattr(params, f.name)
+        if not dataclasses.is_dataclass(value):
+            if f.name in allowed:
+                members[f.name] = value
+            continue
+        if f.name in allowed:
+            members[f.name] = value
+            continue
+        names = frozenset(k.split(".", 1)[1] for k in allowed if k.startswith(f.name + "."))
+        if names >= {g.name for g in dataclasses.fields(value)}:
+            members[f.name] = value
+        else:
+            members[f.name] = _GroupView(owner, f.name, value, names)
+    return _ScopedParams(owner, members)
+
+
+class _ScopedParams:
+    """What `scoped` returns: attribute access like `Params`, refusing keys the stage did not declare."""
+
+    def __init__(self, owner: str, members: dict[str, Any]) -> None:
+        object.__setattr__(self, "_owner", owner)
+        object.__setattr__(self, "_members", members)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name not in self._members:
+            raise ConfigError(f"stage {self._owner}: reads {name}, which is not among its params "
+                              f"(semdepth/layout.py STAGES and dvc.yaml)")
+        return self._members[name]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("params are read-only")
+
+
+def declared_values(params: Params, keys: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """Flat {key: value} of the declared keys (groups expanded): what a stage logs as its run params."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        obj: Any = params
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        out.update(flatten(to_dict(obj), key + ".") if dataclasses.is_dataclass(obj) else {key: obj})
     return out

@@ -15,9 +15,12 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _tmp_sibling(final: Path) -> Path:
@@ -95,12 +98,12 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def write_table(df: "pd.DataFrame", path: str | Path) -> None:  # noqa: F821
+def write_table(df: pd.DataFrame, path: str | Path) -> None:
     with atomic_file(path) as tmp:
         df.to_parquet(tmp, index=False)
 
 
-def read_table(path: str | Path) -> "pd.DataFrame":  # noqa: F821
+def read_table(path: str | Path) -> pd.DataFrame:
     import pandas as pd
 
     path = Path(path)

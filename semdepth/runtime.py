@@ -8,10 +8,14 @@ from __future__ import annotations
 import logging
 import os
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from semdepth import SemdepthError
+
+if TYPE_CHECKING:
+    import torch
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -43,7 +47,7 @@ def set_deterministic(threads: int = 0) -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
-def pick_device(device: str) -> "torch.device":  # noqa: F821
+def pick_device(device: str) -> torch.device:
     """`auto` = CUDA if present, else CPU; asking for CUDA without one is an error, not a fallback."""
     import torch
 
@@ -54,7 +58,7 @@ def pick_device(device: str) -> "torch.device":  # noqa: F821
     return torch.device(device)
 
 
-def setup(seed: int, compute) -> "torch.device":  # noqa: F821
+def setup(seed: int, compute) -> torch.device:
     """Seed, make deterministic, set threads and return the device for a stage."""
     set_deterministic(compute.threads)
     seed_everything(seed)

@@ -1,7 +1,7 @@
 """Pictures for people: colourised depth and segmentation, evaluation figures (PNG).
 
 Why PNGs as well as DVC plots: `dvc plots show` writes HTML that loads Vega from a CDN and is blank
-offline (ARCHITECTURE.md, pitfalls); PNGs open anywhere and the README embeds them.
+offline (docs/architecture.md, pitfalls); PNGs open anywhere and the README embeds them.
 Depth is shown as disparity (1/depth), normalised per image between its 5th and 95th percentile,
 with the magma colour map: near is bright, far is dark, as in monodepth2's figures.
 """
@@ -92,4 +92,50 @@ def save_confusion(path: str | Path, matrix: np.ndarray, names: Sequence[str], t
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_ground_figure(path: str | Path, image: np.ndarray, depth: np.ndarray, below: np.ndarray,
+                       candidates: np.ndarray, title: str) -> None:
+    """The filter's figure: the frame with below-ground pixels (red) and the ground candidates (green)
+    | its stage-1 inverse depth. image HxWx3 uint8, depth HxW, below/candidates HxW bool."""
+    plt = _plt()
+    over = image.astype(np.float32) / 255.0
+    over[candidates] = 0.6 * over[candidates] + 0.4 * np.array([0.0, 1.0, 0.0])
+    over[below] = np.array([1.0, 0.0, 0.0])
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.2))
+    ax[0].imshow(over)
+    ax[0].set_title("below ground (red), ground candidates (green)", fontsize=8)
+    ax[1].imshow(1.0 / np.maximum(depth, 1e-6), cmap="magma")
+    ax[1].set_title("stage-1 inverse depth", fontsize=8)
+    for a in ax:
+        a.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save_filter_sweep(path: str | Path, margins: Sequence[float], thresholds_px: Sequence[float],
+                      panels: Sequence[tuple[str, np.ndarray]], chosen: tuple[float, float], title: str) -> None:
+    """The filter's margin/threshold sweep: one panel per (y label, values [len(margins), len(thresholds)]),
+    the value against the margin with one line per threshold; the configured (margin, threshold) starred."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(1, len(thresholds_px))))
+    for ax, (label, values) in zip(axes[0], panels):
+        for k, t in enumerate(thresholds_px):
+            ax.plot(margins, values[:, k], marker="o", ms=3, lw=1.2, color=colours[k], label=f"{t:g} px")
+        if chosen[0] in margins and chosen[1] in thresholds_px:
+            y = values[list(margins).index(chosen[0]), list(thresholds_px).index(chosen[1])]
+            ax.plot([chosen[0]], [y], marker="*", ms=14, color="red", ls="none", label="configured")
+        ax.set_xscale("log")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("margin (camera heights)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(title="threshold (at ref. area)", fontsize=7, title_fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,72 +1,79 @@
-"""The paper's ablations as queued DVC experiments, and a markdown report of their metrics.
+"""`semdepth ablate` and `semdepth report`: the paper's ablations as queued DVC experiments, and their table.
 
-Each ablation is a set of `-S key=value` overrides on params.yaml; `dvc exp run --queue` snapshots
-the workspace, so every experiment reruns only the stages whose params changed (the rest come from
-DVC's run cache). `report` reads `dvc exp show --json` and prints one row per experiment.
+The ablations and their seed expansion are in semdepth/ablations.py, the statistics (mean ± std over
+seeds, paired differences with 95% t-intervals, share of the oracle) in semdepth/report.py; this
+module runs `dvc exp run --queue` / `dvc queue start` and reads `dvc exp show --json`.
 """
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any, Iterable
 
 from semdepth import SemdepthError
+from semdepth.ablations import ALL, DEFAULT, exp_run_args, experiments, parse_seeds
+from semdepth.io import atomic_file, write_csv_rows
+from semdepth.layout import FIGURES_DIR, PLOTS_DIR
+from semdepth.report import csv_rows, save_bar_chart, split_name, summarise
+from semdepth.report import to_markdown as stats_markdown
 
-# name -> params overrides. "scratch" is Hoyer's baseline: no depth anywhere; since ImageNet weights
-# are not available offline, its encoder starts from the source-domain backbone (the offline stand-in).
-ABLATIONS: dict[str, dict[str, Any]] = {
-    "scratch": {"finetune.init": "source", "finetune.multitask": False, "finetune.mix": "none"},
-    "transfer": {"finetune.init": "sde", "finetune.multitask": False, "finetune.mix": "none"},
-    "depthmix": {"finetune.init": "sde", "finetune.multitask": False, "finetune.mix": "depthmix"},
-    "classmix": {"finetune.init": "sde", "finetune.multitask": False, "finetune.mix": "classmix"},
-    "multitask": {"finetune.init": "sde", "finetune.multitask": True, "finetune.mix": "none"},
-    "full": {"finetune.init": "sde", "finetune.multitask": True, "finetune.mix": "depthmix",
-             "select.method": "ds_us"},
-    "full-random-selection": {"finetune.init": "sde", "finetune.multitask": True, "finetune.mix": "depthmix",
-                              "select.method": "random"},
-}
-# Depth guidance ablations (issue 10): rerun the whole depth half of the pipeline.
-GUIDANCE = {f"guidance-{g}": {"sde.guidance": g} for g in ("none", "seg_branch", "pac", "seem")}
-ALL = {**ABLATIONS, **GUIDANCE}
+ABLATIONS = {n: ALL[n] for n in DEFAULT}  # what `semdepth ablate` queues without names
+FIGURE = FIGURES_DIR / "ablations.png"
+CSV = PLOTS_DIR / "ablations.csv"
 
 # Metrics shown in the report: (column title, metrics file, dotted key)
 COLUMNS = [
     ("mIoU", "metrics/eval.json", "miou"),
     ("pixel acc", "metrics/eval.json", "segmentation.pixel_accuracy"),
+    ("IoU car", "metrics/eval.json", "segmentation.class_iou.car"),
+    ("IoU person", "metrics/eval.json", "segmentation.class_iou.person"),
+    ("IoU pole", "metrics/eval.json", "segmentation.class_iou.pole"),
+    ("IoU sign", "metrics/eval.json", "segmentation.class_iou.traffic sign"),
     ("AbsRel s1", "metrics/eval.json", "depth.stage1.abs_rel"),
     ("AbsRel s2", "metrics/eval.json", "depth.stage2.abs_rel"),
+    ("AbsRel edges s1", "metrics/eval.json", "depth.stage1.edge_abs_rel"),
+    ("AbsRel moving s1", "metrics/eval.json", "depth.stage1.moving_abs_rel"),
+    ("AbsRel car s1", "metrics/eval.json", "depth.stage1.class_abs_rel.car"),
     ("AbsRel car s2", "metrics/eval.json", "depth.stage2.class_abs_rel.car"),
     ("AbsRel moving s2", "metrics/eval.json", "depth.stage2.moving_abs_rel"),
-    ("AbsRel edges s1", "metrics/eval.json", "depth.stage1.edge_abs_rel"),
 ]
+METRICS = [c[0] for c in COLUMNS]
 
 
-def _fmt(v: Any) -> str:
-    return "true" if v is True else "false" if v is False else str(v)
+def _prepare_tracking_store() -> None:
+    """Create and migrate a SQLite MLflow store before the queue workers start.
+
+    Each stage also opens the store under a file lock, so workers cannot break a fresh store; doing it
+    here once means no worker waits on that lock for a migration. Servers and file stores need nothing.
+    """
+    if os.environ.get("SEMDEPTH_TRACKING", "1") == "0":
+        return
+    from semdepth.tracking import prepare_store, sqlite_path, tracking_uri
+
+    uri = tracking_uri()
+    if sqlite_path(uri) is None:
+        return
+    try:
+        prepare_store(uri)
+    except Exception as e:  # noqa: BLE001 - the stages create it themselves if this fails
+        print(f"warning: could not prepare the MLflow store {uri} ({(str(e).splitlines() or [type(e).__name__])[0]}); "
+              "the first stage will create it")
 
 
-def exp_run_args(name: str, overrides: dict[str, Any]) -> list[str]:
-    # no --force: for `exp run` it means "reproduce every stage", defeating the run cache
-    args = ["dvc", "exp", "run", "--queue", "-n", name]
-    for k, v in overrides.items():
-        args += ["-S", f"{k}={_fmt(v)}"]
-    return args
-
-
-def queue_ablations(names: Iterable[str] | None, run: bool, jobs: int) -> None:
-    chosen = list(names) if names else list(ABLATIONS)
-    unknown = [n for n in chosen if n not in ALL]
-    if unknown:
-        raise SemdepthError(f"unknown ablation(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
-    for name in chosen:
+def queue_ablations(names: Iterable[str] | None, run: bool, jobs: int, seeds: str | None = None) -> None:
+    """Queue each ablation (once per seed with `seeds`), replacing same-name experiments; `run` starts workers."""
+    runs = experiments(list(names) if names else list(DEFAULT), parse_seeds(seeds))
+    for name, overrides in runs:
         # re-queueing an ablation replaces its previous experiment (names must be unique)
         subprocess.run(["dvc", "exp", "remove", name], capture_output=True)
-        cmd = exp_run_args(name, ALL[name])
+        cmd = exp_run_args(name, overrides)
         print(" ".join(cmd))
         if subprocess.call(cmd):
             raise SemdepthError(f"queueing ablation {name} failed: {' '.join(cmd)}")
     if run:
+        _prepare_tracking_store()
         subprocess.check_call(["dvc", "queue", "start", "-j", str(jobs)])
         print(f"queue started with {jobs} worker(s); follow with `dvc queue status`, then `semdepth report`")
 
@@ -124,15 +131,63 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(out: Path | None, num: int = 1) -> None:
-    """`num`: how many commits back from HEAD to include (experiments hang off the commit they were
+def ablation_results(rows: list[dict], metric: str) -> list[tuple[str, float | None]]:
+    """(experiment, value) for the named ablation experiments, newest commit first, one per name.
+
+    `dvc exp show` lists HEAD's experiments first; a name queued again from an older commit (with
+    `-n`) is the same variant and seed, so only its newest run counts. Experiments that failed or have
+    no metrics give None: the report lists them as failed instead of dropping them.
+    """
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        name = r["experiment"]
+        if split_name(name)[0] not in ALL or name in seen:
+            continue
+        seen.add(name)
+        v = r.get(metric)
+        out.append((name, float(v) if isinstance(v, (int, float)) else None))
+    return out
+
+
+def default_reference(variants: list[str]) -> str | None:
+    """Hoyer's baselines: scratch for the segmentation ablations, no guidance for the depth ones."""
+    return next((v for v in ("scratch", "guidance-none") if v in variants), None)
+
+
+def report(out: Path | None, num: int = 1, metric: str = "mIoU", reference: str | None = None,
+           figure: Path | None = FIGURE, csv: Path | None = CSV) -> None:
+    """Print the per-experiment table and the seeded summary; write the bar chart and the CSV.
+
+    `num`: how many commits back from HEAD to include (experiments hang off the commit they were
     queued from, so after a new commit they are only listed with num >= 2)."""
     if num < 1:
         raise SemdepthError(f"--num must be >= 1, got {num}")
+    if metric not in METRICS:
+        raise SemdepthError(f"--metric: {metric!r} is not one of {', '.join(METRICS)}")
     proc = subprocess.run(["dvc", "exp", "show", "--json", "-n", str(num)], capture_output=True, text=True)
     if proc.returncode:
         raise SemdepthError(f"dvc exp show failed: {proc.stderr.strip().splitlines()[-1:]}")
-    md = to_markdown(table_from_exp_show(json.loads(proc.stdout or "[]")))
+    rows = table_from_exp_show(json.loads(proc.stdout or "[]"))
+    md = summary_markdown(rows, metric, reference, figure, csv) + "\n" + to_markdown(rows)
     print(md)
     if out:
-        Path(out).write_text(md)
+        with atomic_file(out) as tmp:
+            tmp.write_text(md)
+
+
+def summary_markdown(rows: list[dict], metric: str, reference: str | None, figure: Path | None = None,
+                     csv: Path | None = None) -> str:
+    """The paper's table of the seeded ablations (and the chart and CSV when paths are given)."""
+    results = ablation_results(rows, metric)
+    variants = [split_name(n)[0] for n, _ in results]
+    if reference is not None and reference not in variants:
+        raise SemdepthError(f"--reference: no experiment of ablation {reference!r} found "
+                            f"(have: {', '.join(dict.fromkeys(variants)) or 'none'})")
+    reference = reference or default_reference(variants)
+    summaries = summarise(results, reference=reference)
+    if figure is not None and any(s.n for s in summaries):
+        save_bar_chart(figure, summaries, metric)
+    if csv is not None and summaries:
+        write_csv_rows(csv, csv_rows(summaries, metric))
+    return stats_markdown(summaries, metric, reference)

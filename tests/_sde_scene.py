@@ -64,8 +64,9 @@ def T_src_tgt(z_src: float, z_tgt: float) -> np.ndarray:
 
 
 def write_dataset(root: Path, h: int = 64, w: int = 128, snippets: int = 4, speed: float = 0.5,
-                  val_snippets: int = 1) -> Path:
-    """Prepared-layout PNGs + manifest.parquet with triplets (train) and annotated val frames with GT."""
+                  val_snippets: int = 1, offsets: tuple[int, ...] = (-1, 0, 1)) -> Path:
+    """Prepared-layout PNGs + manifest.parquet with triplets (train) and annotated val frames with GT;
+    each snippet has the frames at `offsets` around its annotated frame (as data.frame_offsets)."""
     import cv2
     import pandas as pd
 
@@ -75,7 +76,7 @@ def write_dataset(root: Path, h: int = 64, w: int = 128, snippets: int = 4, spee
     for split, n in (("train", snippets), ("val", val_snippets)):
         for s in range(n):
             base = 2.0 * s + (1.0 if split == "val" else 0.0)  # val: in between the train positions
-            for off in (-1, 0, 1):
+            for off in offsets:
                 fid = f"street_{s:06d}_{19 + off:06d}" if split == "train" else f"valst_{s:06d}_{19 + off:06d}"
                 img, depth = render(h, w, base + off * speed)
                 p = root / f"{fid}.png"

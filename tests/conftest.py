@@ -158,8 +158,6 @@ def tiny_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     session does not silently run elsewhere: run a later stage with `monkeypatch.chdir(tiny_workdir)`
     (or the `in_tiny_workdir` fixture), or `with contextlib.chdir(tiny_workdir):` in wider fixtures.
     """
-    if not (REPO / "stages" / "synthesize.py").exists():
-        pytest.skip("stages/synthesize.py is not built yet (SynthCity renderer); tiny_workdir needs it")
     from stages import downsample, synthesize
 
     work = tmp_path_factory.mktemp("tiny")

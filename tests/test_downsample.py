@@ -17,7 +17,7 @@ from conftest import REPO, Tree
 from semdepth import SemdepthError
 from semdepth.data import labels as L
 from semdepth.data.cityscapes import MANIFEST_COLUMNS, Camera, disparity_to_depth, resize_area, resize_nearest
-from stages.downsample import prepare
+from semdepth.data.prepare import prepare
 
 OFFSETS = [-2, -1, 0, 1, 2]
 SPLITS = ["train", "val", "source"]
@@ -297,14 +297,15 @@ def test_missing_inputs_rejected(cityscapes_tree: Tree, tmp_path: Path) -> None:
 KILLER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {repo!r})
+    import semdepth.data.prepare as prep
     import stages.downsample as ds
-    real, calls = ds.prepare_snippet, []
+    real, calls = prep.prepare_snippet, []
     def prepare_then_die(task):
         calls.append(task)
         if len(calls) == 3:  # two snippets are on disk in the temporary directory
             os.kill(os.getpid(), signal.SIGKILL)
         return real(task)
-    ds.prepare_snippet = prepare_then_die
+    prep.prepare_snippet = prepare_then_die
     ds.main("params.yaml")
 """)
 

@@ -1,5 +1,5 @@
 """evaluate and predict: segmentation scores agree with cityscapesscripts, every declared output is
-written, predict handles files, folders and unreadable images (METHOD.md §7)."""
+written, predict handles files, folders and unreadable images (docs/method.md §8)."""
 from __future__ import annotations
 
 import contextlib
@@ -65,7 +65,7 @@ def test_miou_equals_cityscapesscripts_on_random_predictions(tmp_path):
 
 
 def test_confusion_sample_keeps_proportions_and_bound():
-    from stages.evaluate import confusion_sample_rows
+    from semdepth.evaluation import confusion_sample_rows
 
     names = ["a", "b", "c"]
     m = np.array([[50_000, 10_000, 0], [1_993, 30_000, 7], [0, 0, 8_000]])  # 100k pixels

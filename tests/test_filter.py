@@ -1,4 +1,4 @@
-"""RANSAC ground plane and the two-stage depth filter (METHOD.md §4), on analytic scenes."""
+"""RANSAC ground plane and the two-stage depth filter (docs/method.md §5), on analytic scenes."""
 from __future__ import annotations
 
 import math
@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from semdepth.config import FilterConfig
+from semdepth.filtering import depth_ratios, push_far
 from semdepth.geometry.ground import analyse_ground, below_threshold, hood_row
 from semdepth.geometry.ransac import fit_planes
 
@@ -54,6 +55,24 @@ def _road(h: int = H, w: int = W) -> torch.Tensor:
     rs, cs = _hole(h, w)
     road[:, rs, cs] = False  # the car is not road in the pseudo-labels
     return road
+
+
+def _car(h: int = H, w: int = W) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact depth [1,H,W] of the flat road with a car in the `_hole` box (its back a fronto-parallel
+    plane at the road depth of the row below it, where it stands), and the car's [1,H,W] moving mask:
+    what SynthCity's exact depth and moving mask show of a lead car."""
+    d = _flat_road(h, w).clone()
+    rs, cs = _hole(h, w)
+    d[:, rs, cs] = d[0, rs.stop, cs.start]
+    mask = torch.zeros(1, h, w, dtype=torch.bool)
+    mask[:, rs, cs] = True
+    return d, mask
+
+
+def _pushed(factor: float | None, h: int = H, w: int = W) -> torch.Tensor:
+    """`_car` depth with the car pushed far (x factor; None: to the maximum depth), as the oracle does."""
+    d, m = _car(h, w)
+    return torch.from_numpy(push_far(d.numpy(), m.numpy(), 100.0, factor))
 
 
 # ---------------------------------------------------------------------------------------- RANSAC
@@ -228,6 +247,65 @@ def test_filter_deterministic_per_seed():
     assert math.isfinite(float(a.offset[0]))
 
 
+# ------------------------------------------------------------------- the artifact, measured and swept
+def test_exact_car_is_kept_the_same_car_pushed_far_is_dropped():
+    """Exact depth keeps the frame; the lead car's (moving) pixels pushed x5 or to the maximum drop it,
+    and only car pixels are below the ground."""
+    exact, mask = _car()
+    depth = torch.stack([exact, _pushed(5.0), _pushed(None)])
+    res = analyse_ground(depth, _K().expand(3, 3, 3), torch.cat([_road()] * 3), _cfg(), 0.1,
+                         torch.Generator().manual_seed(0))
+    assert res.enough_ground.all()
+    assert res.kept.tolist() == [True, False, False]
+    assert res.below_count[0] == 0
+    for j in (1, 2):
+        assert not res.below[j][~mask[0]].any() and res.below[j][mask[0]].any()
+
+
+def test_depth_ratios_are_one_on_exact_depth_and_the_factor_on_pushed_pixels():
+    import numpy as np
+
+    d, m = _car()
+    gt, mask = d[0].numpy(), m[0].numpy()
+    kw = dict(hood_fraction=0.1, max_depth=100.0)
+    exact = depth_ratios(3.0 * gt, gt, mask, **kw)  # any scale: median scaling removes it
+    assert exact.moving_px == int(mask.sum())
+    assert exact.static == pytest.approx(1.0) and exact.moving == pytest.approx(1.0)
+    assert exact.matched == pytest.approx(1.0)
+    pushed = depth_ratios(3.0 * push_far(gt, mask, 100.0, 5.0), gt, mask, **kw)
+    assert pushed.static == pytest.approx(1.0, abs=0.05)  # the scale moves a little with the pushed pixels
+    assert pushed.moving == pytest.approx(5.0 * pushed.static, rel=1e-6)
+    assert pushed.matched == pytest.approx(pushed.static, rel=1e-6)
+    # A depth-blind network (one depth everywhere) gives a near car a high ratio, but static pixels
+    # as near get the same: the matched ratio tells it apart from a car pushed far.
+    blind = depth_ratios(np.full_like(gt, 7.0), gt, mask, **kw)
+    assert blind.moving > 1.5 and blind.moving == pytest.approx(blind.matched, rel=0.3)
+    # No moving pixels, or no valid GT: the measure is absent (NaN), not an error.
+    still = depth_ratios(gt, gt, np.zeros_like(mask), **kw)
+    assert still.moving_px == 0 and math.isnan(still.moving) and still.static == pytest.approx(1.0)
+    assert math.isnan(still.matched)
+    empty = depth_ratios(gt, np.zeros_like(gt), mask, **kw)
+    assert empty.moving_px == 0 and math.isnan(empty.static) and math.isnan(empty.moving)
+
+
+def test_sweep_counts_are_monotone_in_the_margin_and_change_nothing_else():
+    g = torch.Generator().manual_seed(3)
+    base = torch.stack([_flat_road(), _with_hole(), _pushed(3.0), _pushed(None)])
+    depth = base * (1 + 0.05 * torch.randn(base.shape, generator=g))
+    margins = [0.0, 0.1, 0.3, 0.5, 1.0, 2.0, 5.0]
+    args = (depth, _K().expand(4, 3, 3), torch.cat([_road()] * 4), _cfg(), 0.1)
+    res = analyse_ground(*args, torch.Generator().manual_seed(0), margins=margins)
+    c = res.margin_counts
+    assert c.shape == (4, len(margins)) and c.dtype == torch.int64
+    assert (c[:, 1:] <= c[:, :-1]).all()
+    assert torch.equal(c[:, margins.index(1.0)], res.below_count)  # the configured margin is the verdict's count
+    assert c[:, 0].sum() > c[:, -1].sum()
+    plain = analyse_ground(*args, torch.Generator().manual_seed(0))
+    assert plain.margin_counts.shape == (4, 0)
+    assert torch.equal(plain.below, res.below) and torch.equal(plain.kept, res.kept)
+    assert torch.equal(plain.normal, res.normal)
+
+
 # ------------------------------------------------------------------------------------------- stage
 @pytest.fixture(scope="module")
 def stage1_ckpt(tmp_path_factory):
@@ -242,8 +320,9 @@ def stage1_ckpt(tmp_path_factory):
     return path
 
 
-def _workspace(root, ckpt, n_snippets: int = 4) -> tuple[list[str], list[bool]]:
-    """A tiny prepared dataset + pseudo-labels + stage-1 checkpoint + params under `root`."""
+def _workspace(root, ckpt, n_snippets: int = 4, with_gt: bool = False) -> tuple[list[str], list[bool]]:
+    """A tiny prepared dataset + pseudo-labels + stage-1 checkpoint + params under `root`; `with_gt`:
+    SynthCity's extras too, exact depth and a moving mask (`_car`) for every frame."""
     import numpy as np
     import yaml
 
@@ -258,7 +337,9 @@ def _workspace(root, ckpt, n_snippets: int = 4) -> tuple[list[str], list[bool]]:
     prep, pl_dir = root / "data/prepared", root / "data/pseudolabels"
     (prep / "img").mkdir(parents=True)
     (pl_dir / "tid").mkdir(parents=True)
+    (prep / "gt").mkdir(parents=True)
     rng = np.random.default_rng(0)
+    car_depth, car_mask = (t[0].numpy() for t in _car(h, w))
     rows, pl_rows, ids, leads = [], [], [], []
     for s in range(n_snippets):
         lead = s % 2 == 1
@@ -270,6 +351,10 @@ def _workspace(root, ckpt, n_snippets: int = 4) -> tuple[list[str], list[bool]]:
                              prev_image=None if off == -1 else "x", next_image=None if off == 1 else "x",
                              lead_car=lead, fx=float(K[0, 0]), fy=float(K[1, 1]), cx=float(K[0, 2]),
                              cy=float(K[1, 2]), baseline=0.2, height=h, width=w))
+            if with_gt:
+                np.save(prep / "gt" / f"{fid}_depth.npy", car_depth.astype(np.float32))
+                write_png(prep / "gt" / f"{fid}_moving.png", (car_mask * 255).astype(np.uint8))
+                rows[-1].update(depth_exact=f"gt/{fid}_depth.npy", moving=f"gt/{fid}_moving.png")
             tid = None
             if s != 2:  # snippet 2: binary pseudo-labels only -> lower-central fallback
                 tid = f"tid/{fid}.png"
@@ -296,6 +381,7 @@ def _workspace(root, ckpt, n_snippets: int = 4) -> tuple[list[str], list[bool]]:
 def test_filter_stage_end_to_end(tmp_path, monkeypatch, stage1_ckpt):
     import pandas as pd
 
+    import semdepth.filtering as filtering
     import stages.filter as fs
     from semdepth.io import read_json
 
@@ -309,10 +395,10 @@ def test_filter_stage_end_to_end(tmp_path, monkeypatch, stage1_ckpt):
         return torch.stack([(_with_hole(h, w) if lead_of[order[int(i)]] else _flat_road(h, w)) * 3.0
                             for i in batch["index"]])
 
-    monkeypatch.setattr(fs, "predict_depth", fake_depth)
+    monkeypatch.setattr(filtering, "predict_depth", fake_depth)
     fs.main("params.yaml")
     table = pd.read_parquet("data/filter/frames.parquet")
-    assert list(table.columns) == fs.COLUMNS
+    assert list(table.columns) == filtering.COLUMNS
     assert table["id"].tolist() == order  # only the train triplets, sorted
     assert table["kept"].tolist() == [not lead_of[i] for i in order]
     assert table["enough_ground"].all()
@@ -324,16 +410,77 @@ def test_filter_stage_end_to_end(tmp_path, monkeypatch, stage1_ckpt):
     assert m["synthcity"]["clean_wrongly_dropped"] == 0.0
     assert (tmp_path / "metrics/figures/filter/dropped.png").stat().st_size > 1000
     assert not list((tmp_path / "data").glob(".*tmp*"))  # nothing half-written left behind
+    # No GT depth or moving masks in this manifest: the artifact measure is absent, not an error.
+    assert table[filtering.RATIO_COLUMNS].isna().all().all() and "artifact" not in m
+    sweep = pd.read_csv("metrics/plots/filter_sweep.csv")
+    row = sweep[(sweep["margin"] == 1.0) & (sweep["threshold_px"] == 10.0)].iloc[0]
+    assert row["recall"] == 1.0 and row["clean_dropped"] == 0.0 and row["dropped"] == 2
+
+
+def test_filter_stage_measures_the_artifact_and_sweeps(tmp_path, monkeypatch, stage1_ckpt):
+    """With exact depth and moving masks: the lead cars pushed x5 by the stage-1 depth are dropped,
+    measured (ratio ~5 on their moving pixels, ~1 elsewhere) and swept over margins and thresholds."""
+    import numpy as np
+    import pandas as pd
+
+    import semdepth.filtering as filtering
+    import stages.filter as fs
+    from semdepth.io import read_json
+
+    ids, leads = _workspace(tmp_path, stage1_ckpt, with_gt=True)
+    monkeypatch.chdir(tmp_path)
+    lead_of = dict(zip(ids, leads))
+    order = sorted(ids)
+
+    def fake_depth(depth_net, batch, sde_cfg, device):  # stage-1 depth: exact, lead cars pushed x5
+        h, w = batch["image"].shape[-2:]
+        return torch.stack([(_pushed(5.0, h, w) if lead_of[order[int(i)]] else _car(h, w)[0]) * 3.0
+                            for i in batch["index"]])
+
+    monkeypatch.setattr(filtering, "predict_depth", fake_depth)
+    fs.main("params.yaml")
+    table = pd.read_parquet("data/filter/frames.parquet")
+    assert list(table.columns) == filtering.COLUMNS
+    lead = table["id"].map(lead_of).to_numpy(bool)
+    assert table["kept"].tolist() == (~lead).tolist()
+    car_px = int(_car(64, 128)[1].sum())
+    assert (table["moving_px"] == car_px).all()
+    assert table["static_ratio"].to_numpy() == pytest.approx(1.0, abs=0.05)
+    assert (table["moving_ratio"] / table["static_ratio"]).to_numpy()[lead] == pytest.approx(5.0, rel=1e-5)
+    assert table.loc[~lead, "moving_ratio"].to_numpy() == pytest.approx(1.0)
+    assert table.loc[~lead, "lead_ratio"].isna().all()
+    assert np.array_equal(table.loc[lead, "lead_ratio"], table.loc[lead, "moving_ratio"])
+    m = read_json("metrics/filter.json")
+    art = m["artifact"]
+    assert art["lead_car"]["frames"] == 2 and art["clean"]["frames"] == 2 and art["all"]["frames"] == 4
+    assert art["lead_car"]["moving_ratio_median"] == pytest.approx(5.0, rel=0.05)
+    assert art["clean"]["moving_ratio_median"] == pytest.approx(1.0)
+    assert art["lead_car"]["share_moving_ratio_above"] == 1.0 and art["clean"]["share_moving_ratio_above"] == 0.0
+    assert art["lead_car"]["excess_median"] == pytest.approx(5.0, rel=1e-5)
+    assert art["clean"]["excess_median"] == pytest.approx(1.0)
+    assert art["lead_car"]["share_excess_above"] == 1.0 and art["clean"]["share_excess_above"] == 0.0
+    assert m["synthcity"]["recall"] == 1.0 and m["synthcity"]["clean_wrongly_dropped"] == 0.0
+
+    sweep = pd.read_csv("metrics/plots/filter_sweep.csv")
+    assert set(filtering.SWEEP_MARGINS) <= set(sweep["margin"])
+    assert set(filtering.SWEEP_THRESHOLDS_PX) <= set(sweep["threshold_px"])
+    row = sweep[(sweep["margin"] == 1.0) & (sweep["threshold_px"] == 10.0)].iloc[0]
+    assert row["dropped"] == m["dropped"] and row["recall"] == 1.0 and row["clean_dropped"] == 0.0
+    grid = sweep.pivot(index="margin", columns="threshold_px", values="dropped").sort_index().sort_index(axis=1)
+    assert (grid.diff(axis=0).fillna(0) <= 0).all().all()  # stricter margin: never more drops
+    assert (grid.diff(axis=1).fillna(0) <= 0).all().all()  # higher threshold: never more drops
+    assert sweep["recall"].max() == 1.0 and sweep["recall"].min() == 0.0  # strict corners miss the x5 cars
+    assert (tmp_path / "metrics/figures/filter/sweep.png").stat().st_size > 1000
 
 
 def test_stage1_depth_inference_shapes(stage1_ckpt):
     """The real network path: a stage-1 checkpoint predicts depth in its range at the input size."""
-    import stages.filter as fs
+    import semdepth.filtering as filtering
     from semdepth.models.sde import load_sde
 
     net, _, cfg = load_sde(stage1_ckpt, "cpu")
     batch = {"image": torch.rand(2, 3, 64, 128)}
-    d = fs.predict_depth(net, batch, cfg, torch.device("cpu"))
+    d = filtering.predict_depth(net, batch, cfg, torch.device("cpu"))
     assert d.shape == (2, 1, 64, 128)
     assert (d >= cfg["min_depth"]).all() and (d <= cfg["max_depth"] * 1.0001).all()
 
@@ -351,3 +498,28 @@ def test_filter_stage_missing_pseudolabels_is_one_line_error(tmp_path, monkeypat
     with pytest.raises(SemdepthError, match="pseudolabels.parquet: no pseudo-labels for 1 training frames"):
         fs.main("params.yaml")
     assert not (tmp_path / "data/filter").exists()
+
+
+def test_frame_dataset_intrinsics_and_size_checks(tmp_path):
+    """The filter's frames: K per frame, and one-line errors naming a resized image or pseudo-label."""
+    import numpy as np
+
+    from semdepth import SemdepthError
+    from semdepth.data.frames import FrameDataset, write_png
+
+    write_png(tmp_path / "a.png", np.zeros((8, 16, 3), np.uint8))
+    write_png(tmp_path / "a_trainid.png", np.zeros((8, 16), np.uint8))
+    write_png(tmp_path / "small_trainid.png", np.zeros((4, 16), np.uint8))
+    K = np.tile(np.eye(3, dtype=np.float32), (2, 1, 1))
+    K[1, 0, 0] = 5.0
+    ds = FrameDataset([tmp_path / "a.png"] * 2, [tmp_path / "a_trainid.png", None], intrinsics=K,
+                      sizes=[(8, 16)] * 2, label_producer="pseudolabel")
+    item = ds[1]
+    assert item["index"] == 1 and item["K"][0, 0] == 5.0 and (item["label"] == 255).all()
+    assert ds[0]["label"].shape == (8, 16) and (ds[0]["label"] == 0).all()
+    with pytest.raises(SemdepthError, match=r"a.png: image is \(8, 16\), the manifest says \(8, 32\); rerun downsample"):
+        FrameDataset([tmp_path / "a.png"], intrinsics=K[:1], sizes=[(8, 32)])[0]
+    with pytest.raises(SemdepthError, match=r"small_trainid.png: label size \(4, 16\) .*; rerun pseudolabel"):
+        FrameDataset([tmp_path / "a.png"], [tmp_path / "small_trainid.png"], label_producer="pseudolabel")[0]
+    with pytest.raises(ValueError, match="one size per image"):
+        FrameDataset([tmp_path / "a.png"], intrinsics=K[:1])

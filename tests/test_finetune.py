@@ -1,7 +1,8 @@
-"""finetune: joint network, mean teacher, the training step and the stage (METHOD.md §6)."""
+"""finetune: joint network, mean teacher, the training step and the stage (docs/method.md §7)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from pathlib import Path
 
@@ -206,8 +207,8 @@ def test_a_few_steps_lower_the_supervised_loss():
 @pytest.mark.parametrize("mix,multitask", [("depthmix", True), ("classmix", False), ("depthmix", False)])
 def test_full_step_has_every_term_and_gradients(mix, multitask):
     from semdepth.losses.reprojection import ObjectiveConfig
-    from semdepth.models.sde import DepthNet
     from semdepth.models.depth_decoder import DepthDecoder
+    from semdepth.models.depth_net import DepthNet
     from semdepth.models.encoder import ResnetEncoder
     from semdepth.training.finetune import FinetuneStep
 
@@ -301,6 +302,36 @@ def test_stage_writes_outputs_and_resumes_identically(workdir, monkeypatch):
     assert not list((workdir / "data/.resume").glob("finetune-*"))
 
 
+def test_train_segmenter_resumes_to_identical_weights(workdir, tmp_path):
+    """The library call itself: 4 steps uninterrupted == killed after step 3 (checkpoint at 2) + resumed."""
+    from semdepth.config import load_params
+    from semdepth.runtime import seed_everything
+    from semdepth.training.segmenter_run import train_segmenter
+    from stages.finetune import PATHS
+
+    seg_workdir.write_params(workdir, steps=4, checkpoint_every=2)
+    p = load_params(workdir / "params.yaml")
+
+    def run(root: Path, interrupt_at: int | None = None):
+        seed_everything(p.finetune.seed)  # what the stage's setup does: the same initial weights
+        return train_segmenter(p, dataclasses.replace(PATHS, resume_root=root), torch.device("cpu"),
+                               interrupt_at=interrupt_at)
+
+    with contextlib.chdir(workdir):
+        full = run(tmp_path / "a")
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path / "b", interrupt_at=3)
+        assert list((tmp_path / "b").glob("finetune-*/last.pt"))
+        resumed = run(tmp_path / "b")
+    assert full.result.steps == resumed.result.steps == 4
+    assert full.result.resumed_from == 0 and resumed.result.resumed_from == 2
+    for a, b in ((full.model, resumed.model), (full.teacher, resumed.teacher)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), \
+            [k for k in sa if not torch.equal(sa[k], sb[k])][:3]
+    assert full.result.loss_log.rows == resumed.result.loss_log.rows
+
+
 @pytest.mark.parametrize("overrides", [dict(init="scratch", multitask=False, mix="classmix"),
                                        dict(init="sde", multitask=False, mix="depthmix"),
                                        dict(init="sde", multitask=True, mix="none")])
@@ -309,6 +340,28 @@ def test_stage_variants(workdir, overrides):
     assert metrics["init"] == overrides["init"] and metrics["mix"] == overrides["mix"]
     assert ("unsup" in metrics["train"]) == (overrides["mix"] != "none")
     assert ("depth" in metrics["train"]) == overrides["multitask"]
+
+
+def test_oracle_labels_every_annotated_train_frame(workdir):
+    """finetune.labels all (the supervised ceiling) ignores the selection and labels every annotated frame."""
+    from semdepth.io import read_table
+
+    metrics = _run(workdir, steps=1, labels="all")
+    manifest = read_table(workdir / "data/prepared/manifest.parquet")
+    train = manifest[(manifest["split"] == "train") & (manifest["domain"] == "target")]
+    assert metrics["frames"]["labelled"] == int(train["label"].notna().sum()) > 3
+    assert metrics["frames"]["labelled"] + metrics["frames"]["unlabelled"] == len(train)
+    ck = torch.load(workdir / "data/models/segmenter.pt", weights_only=True)
+    assert ck["meta"]["labelled_ids"] == sorted(train.loc[train["label"].notna(), "id"])
+
+
+def test_finetune_seed_changes_the_weights(workdir):
+    """finetune.seed is the segmentation ablations' seed: another seed, another initialisation and order."""
+    _run(workdir, steps=1, seed=0)
+    a = _weights(workdir)
+    _run(workdir, steps=1, seed=1)
+    b = _weights(workdir)
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
 
 
 def test_stage_rejects_too_few_selected_frames(workdir):

@@ -8,7 +8,8 @@ import torch
 from _sde_scene import T_src_tgt, intrinsics, render
 from semdepth.geometry import (backproject, flip_intrinsics, pixel_grid, pose_vec_to_mat, project,
                                scale_intrinsics, warp)
-from semdepth.geometry.camera import axis_angle_to_matrix
+from semdepth.geometry.camera import axis_angle_to_matrix, source_poses
+from semdepth.geometry.depth import disp_to_depth
 from semdepth.losses.photometric import photometric_error
 
 torch.set_num_threads(1)
@@ -64,6 +65,23 @@ def test_rodrigues_matches_known_rotations_and_inverse():
     aa0 = torch.zeros(1, 3, requires_grad=True)
     pose_vec_to_mat(aa0, torch.zeros(1, 3)).sum().backward()
     assert torch.isfinite(aa0.grad).all()
+
+
+def test_source_poses_are_the_two_pair_poses():
+    """Both trainers get (T_{t-1<-t}, T_{t+1<-t}) from one batched pose call: the first half inverted."""
+    g = torch.Generator().manual_seed(0)
+    aa, t = torch.randn(6, 3, generator=g) * 0.1, torch.randn(6, 3, generator=g)
+    T_prev, T_next = source_poses(aa, t, 3)
+    assert torch.equal(T_prev, pose_vec_to_mat(aa[:3], t[:3], invert=True))
+    assert torch.equal(T_next, pose_vec_to_mat(aa[3:], t[3:]))
+    assert T_prev.shape == T_next.shape == (3, 4, 4)
+
+
+def test_disp_to_depth_spans_the_depth_range():
+    scaled, depth = disp_to_depth(torch.tensor([0.0, 0.5, 1.0]), 0.1, 100.0)
+    assert torch.allclose(depth[[0, 2]], torch.tensor([100.0, 0.1]))
+    assert torch.allclose(scaled * depth, torch.ones(3))
+    assert bool((depth[:-1] > depth[1:]).all())
 
 
 def test_intrinsics_helpers():

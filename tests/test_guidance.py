@@ -1,4 +1,4 @@
-"""Semantic guidance for the SDE (issue 10): PAC, the segmentation branch, SEEM, and their wiring."""
+"""Semantic guidance for the SDE (docs/guidance.md): PAC, the segmentation branch, SEEM, and their wiring."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,13 +10,14 @@ import torch.nn.functional as F
 from semdepth import SemdepthError
 from semdepth.config import SdeConfig
 from semdepth.models.depth_decoder import DepthDecoder
+from semdepth.models.depth_net import DepthNet
 from semdepth.models.encoder import ResnetEncoder
-from semdepth.models.guidance import build_guided_depth_net
 from semdepth.models.guidance.common import foreground_target, seem_point_count
 from semdepth.models.guidance.pac import PacConv2d, PacDepthNet, SemanticGuide, pac2d, pac_kernel
 from semdepth.models.guidance.seem import (SemanticAttention, sample_edge_points, sample_features, sobel_magnitude,
                                            split_counts, write_points)
-from semdepth.models.sde import DepthNet, build_depth_net, build_pose_net, load_sde, save_sde
+from semdepth.models.registry import build_on_encoder
+from semdepth.models.sde import build_depth_net, build_pose_net, load_sde, save_sde
 
 H, W = 64, 64  # smallest size the decoder supports (reflection padding needs 2 px at 1/32)
 
@@ -214,8 +215,8 @@ def test_semantic_attention_starts_as_fusion():
 def _build(guidance: str, pseudolabel_file=None, **kw) -> DepthNet:
     torch.manual_seed(0)
     enc = ResnetEncoder(18)
-    return build_guided_depth_net(cfg_for(guidance, **kw), enc, training=True,
-                                  pseudolabel_model=pseudolabel_file if guidance == "pac" else None)
+    return build_on_encoder(cfg_for(guidance, **kw), enc, training=True,
+                            pseudolabel_model=pseudolabel_file if guidance == "pac" else None)
 
 
 @pytest.mark.parametrize("guidance", ["seg_branch", "pac", "seem", "seem_attention"])
@@ -260,12 +261,45 @@ def test_guidance_none_is_the_plain_network():
     torch.testing.assert_close(net(batch["aug_0"])["disp"][0], plain(batch["aug_0"])["disp"][0], rtol=0, atol=0)
 
 
+def test_registry_has_every_guidance_option():
+    """Each `sde.guidance` value the config accepts has a registered network, and no other."""
+    import typing
+
+    from semdepth.models import registry
+
+    options = typing.get_args(typing.get_type_hints(SdeConfig)["guidance"])
+    assert set(registry.names()) == set(options)
+    with pytest.raises(SemdepthError, match="sde.guidance: 'bogus'"):
+        build_on_encoder({"guidance": "bogus"}, ResnetEncoder(18))
+
+
+def test_guidance_modules_do_not_import_the_sde_module():
+    """The guided networks subclass DepthNet from depth_net.py: each imports alone, without sde.py."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "semdepth" / "models" / "guidance").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not {m for m in imported if m.startswith("semdepth.models.sde")}, path.name
+    for mod in ("semdepth.models.guidance.pac", "semdepth.models.guidance.seem", "semdepth.models.guidance.seg_branch",
+                "semdepth.models.sde"):
+        code = f"import sys, {mod}; print('semdepth.models.sde' in sys.modules)"
+        res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == str(mod == "semdepth.models.sde"), mod
+
+
 def test_seg_branch_is_training_only(tmp_path):
     """The saved model has the plain keys and the plain forward; in eval the head never runs."""
     cfg = cfg_for("seg_branch", seg_weight=1.0)
     net = _build("seg_branch")
     torch.manual_seed(0)
-    plain = build_guided_depth_net(cfg, ResnetEncoder(18), training=False)
+    plain = build_on_encoder(cfg, ResnetEncoder(18), training=False)
     assert type(plain) is DepthNet
     # same seed, same construction order: identical depth weights, plus the head
     assert set(net.state_dict()) - set(plain.state_dict()) == {k for k in net.state_dict() if k.startswith("seg_head.")}
@@ -312,7 +346,7 @@ def test_pac_uses_the_pseudolabel_deeplab(pseudolabel_file):
     own = net.guide.semantic.deeplab.net.state_dict()
     assert all(torch.equal(own[k], v) for k, v in ck["state_dict"].items())
     with pytest.raises(SemdepthError, match="pseudo-label model"):
-        build_guided_depth_net(cfg_for("pac"), ResnetEncoder(18), training=True)
+        build_on_encoder(cfg_for("pac"), ResnetEncoder(18), training=True)
     with pytest.raises(RuntimeError, match="no DeepLab"):
         SemanticGuide()(torch.zeros(1, 3, H, W))
 

@@ -1,4 +1,4 @@
-"""DepthMix, ClassMix and the student augmentation (METHOD.md §6, Hoyer et al. §4)."""
+"""DepthMix, ClassMix and the student augmentation (docs/method.md §7.4, Hoyer et al. §4)."""
 from __future__ import annotations
 
 import pytest

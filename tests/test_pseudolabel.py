@@ -5,9 +5,12 @@ tests depend on no other stage.
 """
 from __future__ import annotations
 
+import json
+import math
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -462,3 +465,201 @@ def test_stage_on_real_downsample_output(tiny_workdir, tmp_path, monkeypatch):
     m = yaml.safe_load((tmp_path / "metrics" / "pseudolabel.json").read_text())
     assert m["val"]["frames"] == int(((manifest.split == "val") & manifest.label.notna()).sum())
     assert m["training"]["source_frames"] == int(((manifest.domain == "source") & manifest.label.notna()).sum())
+
+
+# ------------------------------------------------------------------------------------------------
+# pseudo-labels at another resolution than the working one, output stride, losses
+# ------------------------------------------------------------------------------------------------
+RAW_H, RAW_W = 256, 512
+#: the known square in raw pixels (multiples of 4: exact at 128x256 and 64x128 too)
+SQ_ROWS, SQ_COLS = slice(80, 160), slice(200, 328)
+
+
+def make_raw(root: Path) -> Path:
+    """A raw Cityscapes-layout root (256x512): every frame a grey road with a red car square at
+    SQ_ROWS x SQ_COLS, labelIds to match, annotated frames only; source, train and val."""
+    from semdepth.data.labels import LABEL_IDS
+
+    raw = root / "data" / "raw" / "synthcity"
+    img = np.full((RAW_H, RAW_W, 3), 128, np.uint8)
+    img[SQ_ROWS, SQ_COLS] = (40, 40, 220)  # BGR: red
+    ids = np.full((RAW_H, RAW_W), LABEL_IDS["road"], np.uint8)
+    ids[SQ_ROWS, SQ_COLS] = LABEL_IDS["car"]
+    cam = {"extrinsic": {"baseline": 0.2}, "intrinsic": {"fx": 500.0, "fy": 500.0, "u0": 255.5, "v0": 127.5}}
+    for split, city in (("source", "srccity"), ("train", "trcity"), ("val", "vacity")):
+        for seq in range(2):
+            fid = f"{city}_{seq:06d}_000019"
+            for kind, suffix, arr in (("leftImg8bit", "_leftImg8bit.png", img),
+                                      ("gtFine", "_gtFine_labelIds.png", ids)):
+                d = raw / kind / split / city
+                d.mkdir(parents=True, exist_ok=True)
+                assert cv2.imwrite(str(d / f"{fid}{suffix}"), arr)
+            d = raw / "camera" / split / city
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"{fid}_camera.json").write_text(json.dumps(cam))
+    return raw
+
+
+def prepare_raw(root: Path) -> Path:
+    """downsample's own preparation of `make_raw` at the working 64x128; returns the manifest."""
+    from semdepth.data.prepare import prepare
+
+    raw = make_raw(root)
+    prepare(raw, root / "data" / "prepared", H, W, [0], ["train", "val", "source"], workers=1)
+    return root / "data" / "prepared" / "manifest.parquet"
+
+
+class RedIsCar(torch.nn.Module):
+    """A stand-in network: car where the pixel is red, road elsewhere; records the input size."""
+
+    name, num_classes, voc, backbone_layers, output_stride = "stub", 19, False, None, 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Conv2d(1, 1, 1)
+        self.seen: list[tuple[int, int]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(tuple(x.shape[-2:]))
+        red = ((x[:, 0] > 0.6) & (x[:, 1] < 0.3)).float()
+        logits = torch.zeros(x.shape[0], 19, *x.shape[-2:])
+        logits[:, CAR] = 8 * red
+        logits[:, ROAD] = 8 * (1 - red)
+        return logits
+
+
+def _pl_paths(root: Path):
+    from semdepth.pseudolabel.run import PseudolabelPaths
+
+    return PseudolabelPaths(manifest=root / "data" / "prepared" / "manifest.parquet",
+                            out_dir=root / "data" / "pseudolabels", table="pseudolabels.parquet",
+                            checkpoint=root / "data" / "models" / "pseudolabel.pt",
+                            loss_csv=root / "metrics" / "plots" / "pseudolabel_loss.csv", resume_root=root / "resume")
+
+
+def test_network_size_maps_are_written_at_the_working_size_aligned(tmp_path, monkeypatch):
+    """The network runs at 128x256 on the raw frames; the maps come back at 64x128 with the square
+    exactly where the prepared label has it."""
+    from semdepth.pseudolabel import run
+
+    manifest_path = prepare_raw(tmp_path)
+    stub = RedIsCar()
+    monkeypatch.setattr(run, "obtain_model", lambda *a, **k: (stub, None, None))
+    m = run.run_pseudolabel(_pl_paths(tmp_path), _cfg(height=128, width=256), seed=0, device=torch.device("cpu"),
+                            num_workers=0, tracker=None, raw_dir=tmp_path / "data" / "raw" / "synthcity")
+    assert set(stub.seen) == {(128, 256)} and m["network_size"] == [128, 256]
+    manifest = pd.read_parquet(manifest_path)
+    prepared, out = tmp_path / "data" / "prepared", tmp_path / "data" / "pseudolabels"
+    table = pd.read_parquet(out / "pseudolabels.parquet")
+    square = np.zeros((H, W), bool)
+    square[SQ_ROWS.start // 4:SQ_ROWS.stop // 4, SQ_COLS.start // 4:SQ_COLS.stop // 4] = True
+    for r in table.itertuples():
+        t, c, f = (read_label_u8(out / getattr(r, k)) for k in ("trainid", "confidence", "foreground"))
+        assert t.shape == c.shape == f.shape == (H, W)
+        np.testing.assert_array_equal(t, np.where(square, CAR, ROAD))
+        np.testing.assert_array_equal(f, square.astype(np.uint8))
+        assert c.min() >= 250  # a confident stub: logit margin 8 over 18 others
+        gt = read_label_u8(prepared / manifest.set_index("id").loc[r.id, "label"])
+        np.testing.assert_array_equal(t, gt)  # aligned with the prepared frames' own label
+    for sp in ("val", "train"):
+        assert m[sp]["miou"] == 1.0 and m[sp]["foreground_iou"] == 1.0 and m[sp]["road_iou"] == 1.0
+        base = m["baseline"][sp]
+        assert base["road_iou"] == 1.0 and base["class_iou"]["car"] == 1.0  # the layout never moves
+        assert m["vs_baseline"][sp] == {"miou": 0.0, "foreground_iou": 0.0, "road_iou": 0.0}
+
+
+def test_working_size_reads_prepared_frames_only(tmp_path, monkeypatch):
+    """0 x 0 (and the working size spelled out) never touch data.raw_dir."""
+    from semdepth.pseudolabel import run
+
+    prepare_raw(tmp_path)
+    shutil.rmtree(tmp_path / "data" / "raw")
+    for hw in ((0, 0), (H, W)):
+        stub = RedIsCar()
+        monkeypatch.setattr(run, "obtain_model", lambda *a, **k: (stub, None, None))
+        m = run.run_pseudolabel(_pl_paths(tmp_path), _cfg(height=hw[0], width=hw[1]), seed=0,
+                                device=torch.device("cpu"), num_workers=0, tracker=None, raw_dir="missing/raw")
+        assert set(stub.seen) == {(H, W)} and m["val"]["miou"] == 1.0
+
+
+def test_stage_refuses_a_network_size_the_raw_data_cannot_provide(tmp_path, monkeypatch):
+    from semdepth.config import ConfigError
+
+    prepare_raw(tmp_path)
+    cases = [((512, 1024), "is larger than the raw frame"), ((32, 64), "is below the working resolution")]
+    for (h, w), text in cases:
+        with pytest.raises(SemdepthError) as e:
+            _run_stage(tmp_path, monkeypatch, height=h, width=w)
+        msg = str(e.value)
+        assert "pseudolabel.height" in msg and text in msg and "\n" not in msg, msg
+    shutil.rmtree(tmp_path / "data" / "raw")
+    with pytest.raises(SemdepthError, match=r"pseudolabel.height/width: 128x256 reads the raw frames.*data.raw_dir"):
+        _run_stage(tmp_path, monkeypatch, height=128, width=256)
+    assert not (tmp_path / "data" / "pseudolabels").exists() and not (tmp_path / "data" / "models").exists()
+    for overrides, text in (({"height": 100, "width": 192}, "pseudolabel.height: 100 is not a multiple of 16"),
+                            ({"height": 128, "width": 0}, "pseudolabel.height: 128x0: set both"),
+                            ({"output_stride": 4}, "pseudolabel.output_stride")):
+        with pytest.raises(ConfigError, match=text):
+            from semdepth.config import load_params
+            load_params(_params(tmp_path, **overrides))
+
+
+def test_stage_trains_and_infers_at_the_network_size(tmp_path, monkeypatch):
+    """The real stage at 128x256 (2 steps, balanced loss): maps at the working size, declared size logged."""
+    prepare_raw(tmp_path)
+    _run_stage(tmp_path, monkeypatch, height=128, width=256, steps=2, loss="balanced")
+    m = yaml.safe_load((tmp_path / "metrics" / "pseudolabel.json").read_text())
+    assert m["network_size"] == [128, 256] and m["output_stride"] == 16 and m["training"]["steps"] == 2
+    table = pd.read_parquet(tmp_path / "data" / "pseudolabels" / "pseudolabels.parquet")
+    assert read_label_u8(tmp_path / "data" / "pseudolabels" / table.trainid.iloc[0]).shape == (H, W)
+
+
+def test_output_stride_8_and_16():
+    x = torch.rand(1, 3, H, W)
+    for name, default in (("deeplabv3_resnet18", 16), ("deeplabv3_resnet50", 8)):
+        sizes = {}
+        for os_ in (0, 8, 16):
+            torch.manual_seed(0)
+            m = DeepLab(name, output_stride=os_).eval()
+            with torch.no_grad():
+                sizes[os_] = tuple(m.net.backbone(x)["out"].shape[-2:])
+                assert m(x).shape == (1, 19, H, W)
+            assert m.output_stride == (os_ or default)
+        assert sizes[8] == (H // 8, W // 8) and sizes[16] == (H // 16, W // 16) and sizes[0] == sizes[default]
+    torch.manual_seed(0)
+    a = DeepLab("deeplabv3_resnet18", output_stride=8).net.state_dict()
+    torch.manual_seed(0)
+    b = DeepLab("deeplabv3_resnet18").net.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # checkpoints load at either stride
+    with pytest.raises(SemdepthError, match="pseudolabel.output_stride: deeplabv3_mobilenet_v3_large has output "
+                                            "stride 16 only"):
+        DeepLab("deeplabv3_mobilenet_v3_large", output_stride=8)
+
+
+def test_balanced_and_ohem_losses_by_hand():
+    from semdepth.pseudolabel.loss import enet_weights, label_histogram, make_loss, ohem_cross_entropy
+
+    hist = label_histogram([np.array([[0, 0], [0, 1]], np.uint8), np.array([[255, 1, 40]], np.uint8)])
+    assert hist.tolist() == [3, 2] + [0] * 17  # 255 and ids >= 19 are not counted
+    w = enet_weights(hist)
+    assert w[0].item() == pytest.approx(1 / math.log(1.02 + 0.6))
+    assert w[1].item() == pytest.approx(1 / math.log(1.02 + 0.4))
+    assert w[2:].abs().sum() == 0
+    # four pixels, target class logit a (others 0): CE = log(18 + e^a) - a
+    a = torch.tensor([2.0, 0.0, -1.0, 5.0])
+    target = torch.tensor([[[0, 0, 1, 255]]])
+    logits = torch.zeros(1, 19, 1, 4)
+    for i, (t, v) in enumerate(zip(target.flatten().tolist(), a.tolist())):
+        logits[0, t if t != 255 else 0, 0, i] = v
+    ce = [math.log(18 + math.exp(v)) - v for v in a.tolist()[:3]]
+    assert make_loss("ce")(logits, target).item() == pytest.approx(sum(ce) / 3, rel=1e-5)
+    w0, w1 = w[0].item(), w[1].item()
+    expect = (w0 * ce[0] + w0 * ce[1] + w1 * ce[2]) / (2 * w0 + w1)
+    assert make_loss("balanced", weights=w)(logits, target).item() == pytest.approx(expect, rel=1e-5)
+    # ohem keeps ceil(keep * 3) of the 3 labelled pixels, the hardest ones (largest CE): the ignored
+    # pixel's huge logit never counts
+    hardest = sorted(ce, reverse=True)
+    assert ohem_cross_entropy(logits, target, 0.5).item() == pytest.approx(sum(hardest[:2]) / 2, rel=1e-5)
+    assert ohem_cross_entropy(logits, target, 0.01).item() == pytest.approx(hardest[0], rel=1e-5)
+    assert make_loss("ohem", ohem_keep=1.0)(logits, target).item() == pytest.approx(sum(ce) / 3, rel=1e-5)
+    assert ohem_cross_entropy(logits, torch.full_like(target, 255), 0.5).item() == 0.0

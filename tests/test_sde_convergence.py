@@ -1,4 +1,4 @@
-"""The convergence benchmark (issue 11) on the analytic street: SdeTrainer's `on_step` hook, the rows,
+"""The convergence benchmark (docs/method.md §3.7) on the analytic street: SdeTrainer's `on_step` hook, the rows,
 CSV, PNG, re-plotting, merging and the one-line errors."""
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -109,3 +110,66 @@ def test_benchmark_errors_are_one_line(work, tmp_path, capsys):
     assert bench.main(["--workdir", str(empty), "--plot-only", "--out", str(tmp_path / "none")]) == 2
     assert "no benchmark CSV" in capsys.readouterr().err
     assert not (tmp_path / "sde_convergence.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def wide_work(tmp_path_factory) -> Path:
+    """As `work`, prepared at frame offsets -2..2 (the ±2 source variants need them)."""
+    root = tmp_path_factory.mktemp("conv_wide")
+    write_dataset(root / "data" / "prepared", H, W, snippets=2, speed=0.3, offsets=(-2, -1, 0, 1, 2))
+    raw = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
+    raw["compute"]["num_workers"] = 0
+    raw["sde"]["batch_size"] = 2
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    return root
+
+
+def test_supervised_ceiling_source_offset_and_pose_scale_variants_and_marks(wide_work, tmp_path, capsys):
+    bench = _bench()
+    out = tmp_path / "out"
+    args = ["--workdir", str(wide_work), "--minutes", "0.01", "--eval-every-s", "100", "--marks", "0.004",
+            "--threads", "1", "--out", str(out), "--variants", "sup", "s4lr3", "ph"]
+    assert bench.main(args) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    df = pd.read_csv(out / "sde_convergence.csv")
+    assert len(printed) == len(df)
+    for v in ("sup", "s4lr3", "ph"):
+        g = df[df["variant"] == v]
+        # before the first step, at the mark (unless one step outlasts the budget), at the end of the budget
+        assert len(g) in (2, 3) and g["step"].iloc[0] == 0 and g["step"].iloc[-1] >= 1, g
+        assert g["minutes"].iloc[-1] >= 0.01 and (len(g) == 2 or 0.004 <= g["minutes"].iloc[1] < 0.01)
+        assert (g["abs_rel"] > 0).all() and np.isfinite(g["loss"].iloc[1:]).all()
+    assert df[df["variant"] == "sup"]["t_z"].isna().all() and df[df["variant"] == "s4lr3"]["t_z"].notna().iloc[1:].all()
+    marks = pd.read_csv(out / "sde_convergence_marks.csv").set_index("variant")
+    assert set(marks.index) == {"sup", "s4lr3", "ph"} and (marks["abs_rel_0.004min"] > 0).all()
+    assert (marks["step_0.004min"] >= 1).all()
+
+
+def test_variant_configs_and_the_supervised_loss():
+    from semdepth.losses.silog import scale_invariant_log_loss
+
+    bench = _bench()
+    base = SdeConfig()
+    s4 = bench.variant_config(base, "s4lr3", 0.03, 100, 0)
+    assert s4.source_offsets == [-2, -1, 1, 2] and s4.lr == 3e-4 and s4.pose_forward_init == 0.03
+    assert bench.variant_config(base, "a", 0.03, 100, 0).pose_forward_init == 0.0
+    c = bench.variant_config(base, "c", 0.03, 7, 0)
+    assert c.pretrained == "source" and c.phase1_steps == 7 and c.source_offsets == [-1, 1]
+    assert bench.variant_config(base, "ph", 0.03, 100, 0).pose_scale == 0.5
+    torch.manual_seed(0)
+    gt = 1 + 10 * torch.rand(2, 1, 8, 8)
+    valid = torch.rand(2, 1, 8, 8) > 0.3
+    assert float(scale_invariant_log_loss(gt, gt, valid)) == pytest.approx(0, abs=1e-7)
+    assert float(scale_invariant_log_loss(3 * gt, gt, valid, lam=1.0)) == pytest.approx(0, abs=1e-6)
+    assert float(scale_invariant_log_loss(3 * gt, gt, valid)) > 0
+    noisy = gt * torch.exp(0.1 * torch.randn_like(gt))
+    garbage = torch.where(valid, noisy, torch.full_like(gt, 1e6))  # invalid pixels do not count
+    assert float(scale_invariant_log_loss(garbage, gt, valid)) == pytest.approx(
+        float(scale_invariant_log_loss(noisy, gt, valid)), rel=1e-5)
+
+
+def test_source_offsets_the_data_lacks_are_a_one_line_error(work, tmp_path, capsys):
+    bench = _bench()
+    assert bench.main(["--workdir", str(work), "--variants", "s2", "--minutes", "0.01", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sde.source_offsets" in err[0] and "data.frame_offsets" in err[0]

@@ -149,11 +149,11 @@ def test_select_frames_rejects_bad_input():
 
 
 def test_n_labels_larger_than_pool_is_one_line_error():
-    from stages.select import check_pool
+    from semdepth.selection.run import check_pool
 
-    check_pool(4, 4)
+    check_pool(4, 4, "data/prepared/manifest.parquet")
     with pytest.raises(SemdepthError) as e:
-        check_pool(5, 4)
+        check_pool(5, 4, "data/prepared/manifest.parquet")
     msg = str(e.value)
     assert "select.n_labels" in msg and "\n" not in msg
 

@@ -4,8 +4,10 @@ Renders are tiny (at most 128x256, a handful of snippets) so the whole module ru
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import filecmp
+import hashlib
 import json
 from pathlib import Path
 
@@ -17,7 +19,8 @@ from cityscapesscripts.helpers.labels import id2label, name2label
 
 from semdepth.config import ConfigError, SynthConfig, parse_params
 from semdepth.data.synthcity.camera import Intrinsics
-from semdepth.data.synthcity.render import render_snippet
+from semdepth.data.synthcity.render import make_scene, render_frame, render_snippet, snippet_name
+from semdepth.data.synthcity.road import Road
 from semdepth.data.synthcity.shading import HOOD_EDGE
 from semdepth.data.synthcity.writer import write_dataset
 
@@ -142,6 +145,113 @@ def test_lead_car_stays_put_while_the_world_flows_outward() -> None:
             assert np.linalg.norm(c1 - c0) > 2.5 * max(np.abs(c - c[2]).max(), 0.8), (c0, c1, c)
             checked_parked += 1
     assert checked_parked >= 2
+
+
+# ------------------------------------------------------------------------------------------------
+# lead cars near the ego speed (synth.lead_car_rel_speed, synth.lead_cars_max)
+# ------------------------------------------------------------------------------------------------
+def _straight_and_steady(scene):
+    """The same street straightened, without the camera's body motion: a car's image motion is then
+    a closed-form function of its offset, depth and relative speed."""
+    road = Road(0.0)
+    traj = dataclasses.replace(scene.traj, road=road, pitch0=0.0, pitch_amp=0.0, yaw_amp=0.0, bounce_amp=0.0)
+    return dataclasses.replace(scene, road=road, traj=traj)
+
+
+def _lead_scene(cfg: SynthConfig, min_rel: float):
+    """The first train snippet whose (first) lead car drew a relative speed of at least `min_rel` m/s."""
+    for index in range(20):
+        scene = make_scene(cfg, "train", index)
+        if scene.lead_car and abs(scene.meta["lead_rel_speeds"][0]) >= min_rel:
+            return scene
+    raise AssertionError(f"no lead car faster than {min_rel} m/s relative to the ego car")
+
+
+def _project(K: np.ndarray, pose: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """World points [N,3] -> pixels [N,2] and z-depths [N] of the camera at `pose` (T_world_cam)."""
+    cam = (np.linalg.inv(pose) @ np.c_[points, np.ones(len(points))].T).T
+    uv = np.stack([K[0, 0] * cam[:, 0] / cam[:, 2] + K[0, 2], K[1, 1] * cam[:, 1] / cam[:, 2] + K[1, 2]], 1)
+    return uv, cam[:, 2]
+
+
+def _corners(scene, obj: int, t: float) -> np.ndarray:
+    """World corners of every box of object `obj` at time t (straight road: the a axis is +Y)."""
+    placed, parts = scene.parts_at(t), scene.parts
+    sign = np.array([[a, b, z] for a in (-1, 1) for b in (-1, 1) for z in (-1, 1)], np.float64)
+    k = np.nonzero(parts.obj == obj)[0]
+    half = parts.half[k][:, None, :] * sign[None]
+    return (placed["center"][k][:, None, :] + half[..., [1, 0, 2]]).reshape(-1, 3)
+
+
+@pytest.mark.parametrize("rel_speed", [0.0, 3.0])
+def test_near_ego_speed_lead_car_moves_as_its_relative_speed_predicts(rel_speed: float) -> None:
+    cfg = small_cfg(height=256, width=512, lead_car_share=1.0, lead_car_rel_speed=rel_speed)
+    scene = _straight_and_steady(_lead_scene(cfg, 0.5 * rel_speed))
+    rel = scene.meta["lead_rel_speeds"][0]
+    o, lead = scene.objects, scene.objects.role.index("lead")
+    assert abs(rel) <= rel_speed and o.v[lead] == scene.traj.speed + rel and o.moving[lead]
+    intr = Intrinsics.cityscapes(cfg.height, cfg.width)
+    K = intr.matrix()
+    offsets = (-8, 8)  # 16 frames apart: the car's depth changes by rel * 0.94 s
+    times = [off / cfg.fps for off in offsets]
+    # closed form: camera axes (right, down, forward) = (l, -z, s) on the straight, steady road
+    body = int(np.nonzero(scene.parts.obj == lead)[0][0])  # the car's body box
+    centre = scene.parts_at(0.0)["center"][body]
+    x, y = o.l[lead] - scene.traj.lateral, scene.traj.height - centre[2]
+    uv, z = zip(*(_project(K, scene.traj.pose(t), scene.parts_at(t)["center"][[body]]) for t in times))
+    for t, uv_t, z_t in zip(times, uv, z):
+        depth = o.s[lead] + rel * t  # the camera is at s = speed * t, the car at s0 + (speed + rel) * t
+        assert abs(z_t[0] - depth) < 1e-9
+        np.testing.assert_allclose(uv_t[0], [K[0, 0] * x / depth + K[0, 2], K[1, 1] * y / depth + K[1, 2]],
+                                   atol=1e-6)
+    inv_depth = [1 / (o.s[lead] + rel * t) for t in times]
+    expected = np.array([K[0, 0] * x, K[1, 1] * y]) * (inv_depth[1] - inv_depth[0])
+    np.testing.assert_allclose(uv[1][0] - uv[0][0], expected, atol=1e-6)
+    if rel_speed == 0:
+        assert np.abs(expected).max() == 0.0
+
+    # the rendered frames agree: the rear face (parallel to the image plane) recedes by rel * dt, and
+    # the silhouette is as wide as the projected boxes
+    rays = intr.camera_rays()
+    frames = [render_frame(scene, intr, off, cfg.fps, rays) for off in offsets]
+    masks = [f.instance == lead for f in frames]
+    rear = [float(f.depth[m].min()) for f, m in zip(frames, masks)]
+    assert abs((rear[1] - rear[0]) - rel * (times[1] - times[0])) < 1e-3, (rear, rel)
+    widths = [int(np.ptp(np.nonzero(m.any(0))[0])) + 1 for m in masks]
+    predicted = [float(np.ptp(_project(K, scene.traj.pose(t), _corners(scene, lead, t))[0][:, 0])) for t in times]
+    for w, p in zip(widths, predicted):
+        assert abs(w - p) < 1.5, (widths, predicted)
+    assert abs((widths[1] - widths[0]) - (predicted[1] - predicted[0])) < 1.5, (widths, predicted)
+    assert all(f.moving[m].all() for f, m in zip(frames, masks))
+    if rel_speed == 0:
+        assert np.array_equal(masks[0], masks[1]) and rear[0] == rear[1]
+    else:
+        assert abs(predicted[1] - predicted[0]) > 4.0  # the check above has teeth: the car visibly moved
+
+
+@pytest.mark.parametrize("offsets", [[-2, -1, 0, 1, 2], [-19, 0, 10]])
+def test_several_lead_cars_queue_ahead_near_the_ego_speed(offsets: list[int]) -> None:
+    cfg = small_cfg(lead_car_share=1.0, lead_car_rel_speed=5.0, lead_cars_max=3, frame_offsets=offsets,
+                    val_frame_offsets=[0])
+    counts, shown = [], None
+    for index in range(16):
+        scene = make_scene(cfg, "train", index)
+        o = scene.objects
+        lead = [k for k, role in enumerate(o.role) if role == "lead"]
+        rel = scene.meta["lead_rel_speeds"]
+        counts.append(len(lead))
+        assert 1 <= len(lead) <= 3 and len(rel) == len(lead) and o.moving[lead].all()
+        np.testing.assert_allclose(o.v[lead] - scene.traj.speed, rel, atol=1e-12)
+        assert all(abs(r) <= 5.0 for r in rel) and len(set(rel)) == len(rel)
+        assert (np.abs(o.l[lead] - scene.lane / 2) < 0.35).all()  # in the ego lane
+        for t in np.arange(min(offsets), max(offsets) + 1) / cfg.fps:  # a car length apart in every frame
+            assert (np.diff(np.sort(o.s[lead] + o.v[lead] * t)) > 5.0).all()
+        if len(lead) > 1 and shown is None:
+            shown = index
+    assert max(counts) == 3 and len(set(counts)) > 1  # 1..3 cars, drawn per snippet
+    scene, frames = render_snippet(cfg, "train", shown, offsets=[min(offsets), 0, max(offsets)])
+    lead = [k for k, role in enumerate(scene.objects.role) if role == "lead"]
+    assert all(f.moving[np.isin(f.instance, lead)].all() and (f.instance == lead[0]).any() for f in frames)
 
 
 def test_labels_are_cityscapes_and_cover_the_classes() -> None:
@@ -277,7 +387,10 @@ def test_synthesize_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 @pytest.mark.parametrize("key,value", [("train_snippets", 0), ("val_snippets", 0), ("height", 63), ("width", 129),
                                        ("speed_min", -1.0), ("speed_max", 0.0), ("lead_car_share", 1.5),
                                        ("fps", 0.0), ("frame_offsets", [-1, 1]), ("frame_offsets", [0, 0, 1]),
-                                       ("frame_offsets", [0, 11])])
+                                       ("frame_offsets", [0, 11]), ("val_frame_offsets", [-1, 1]),
+                                       ("val_frame_offsets", [0, 3]), ("val_frame_offsets", [0, 0]),
+                                       ("lead_car_rel_speed", -0.5), ("lead_car_rel_speed", 5.5),
+                                       ("lead_cars_max", 0), ("lead_cars_max", 9)])
 def test_bad_params_are_rejected_with_the_key(key: str, value) -> None:
     raw = yaml.safe_load((REPO / "profiles" / "tiny.yaml").read_text())
     raw["synth"][key] = value
@@ -295,3 +408,120 @@ def test_render_is_fast_enough_to_matter() -> None:
     t0 = time.process_time()
     render_snippet(cfg, "val", 0)
     assert time.process_time() - t0 < 5.0
+
+
+# World digests of snippets as drawn by the renderer before synth.lead_car_rel_speed and
+# synth.lead_cars_max existed (same in every process: the draws are exact arithmetic on PCG64).
+OLD_WORLDS = [
+    (0.2, "train", 0, "71ddd9865c7aaeca"), (0.2, "train", 1, "b9b117d09b1a320b"),
+    (0.2, "val", 0, "b599ef00feeacd59"), (0.2, "source", 0, "084e88c5321e1f5b"),
+    (1.0, "train", 0, "c11f0767537ea3bd"), (1.0, "train", 1, "745a3a328db21a68"),
+    (1.0, "val", 0, "81f9bd1898dbff6c"), (1.0, "source", 0, "7ee24dea432345e8"),
+]
+
+
+def _world_digest(scene) -> str:
+    """sha256 (16 hex digits) of everything a snippet's world was drawn as: objects, parts, road,
+    trajectory, ground zones, light and colours (and the meta keys that existed before)."""
+    h = hashlib.sha256()
+    o = scene.objects
+    for arr in (o.s, o.l, o.v, o.rev, o.moving, *dataclasses.astuple(scene.parts)):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(repr(o.role).encode())
+    for f in dataclasses.fields(scene):
+        v = getattr(scene, f.name)
+        if f.name in ("objects", "parts", "meta"):
+            continue
+        if f.name == "zones":
+            for side in (1, -1):
+                h.update(b"".join(a.tobytes() for a in v[side]))
+        elif isinstance(v, np.ndarray):
+            h.update(v.tobytes())
+        else:
+            h.update(repr(dataclasses.astuple(v) if dataclasses.is_dataclass(v) else v).encode())
+    h.update(repr(sorted((k, scene.meta[k]) for k in ("curvature", "camera_height", "lead_gap",
+                                                      "sun_elevation_deg"))).encode())
+    return h.hexdigest()[:16]
+
+
+def test_default_lead_params_draw_the_old_worlds() -> None:
+    """rel speed 0 and one lead car reproduce the earlier worlds (and so, the renderer being
+    deterministic, the earlier frames); a relative speed changes the lead car's speed and nothing else."""
+    for share, split, index, digest in OLD_WORLDS:
+        cfg = dataclasses.replace(SynthConfig(), lead_car_share=share)
+        assert _world_digest(make_scene(cfg, split, index)) == digest, (share, split, index)
+    base_cfg = small_cfg(lead_car_share=1.0)
+    moved_cfg = dataclasses.replace(base_cfg, lead_car_rel_speed=1.0)
+    base, moved = make_scene(base_cfg, "train", 0), make_scene(moved_cfg, "train", 0)
+    assert _world_digest(moved) != _world_digest(base)  # the digest sees the speed
+    lead = base.objects.role.index("lead")
+    assert moved.objects.v[lead] != base.objects.v[lead]
+    assert np.array_equal(np.delete(moved.objects.v, lead), np.delete(base.objects.v, lead))
+    moved.objects.v[lead] = base.objects.v[lead]
+    assert _world_digest(moved) == _world_digest(base)
+    # frames: at t = 0 a car's speed does not matter, so the annotated frame is the default one
+    (_, (f0,)), (_, (m0,)) = (render_snippet(c, "train", 0, offsets=[0]) for c in (base_cfg, moved_cfg))
+    assert np.array_equal(f0.image, m0.image) and np.array_equal(f0.depth, m0.depth)
+    # a snippet without a lead car is untouched by either parameter
+    more = dataclasses.replace(small_cfg(), lead_car_rel_speed=2.0, lead_cars_max=4)
+    assert not make_scene(small_cfg(), "train", 0).lead_car
+    (_, a), (_, b) = (render_snippet(c, "train", 0, offsets=[-1, 1]) for c in (small_cfg(), more))
+    assert all(np.array_equal(x.image, y.image) and np.array_equal(x.moving, y.moving) for x, y in zip(a, b))
+
+
+def test_snippets_csv_records_lead_speeds_only_when_they_vary(written, tmp_path: Path) -> None:
+    root, _, _ = written
+    header = (root / "snippets.csv").read_text().splitlines()[0]
+    assert header == "split,city,sequence,lead_car,speed,camera_height,curvature,frames,first_frame,last_frame"
+    cfg = small_cfg(lead_car_share=1.0, lead_car_rel_speed=1.5, lead_cars_max=2, source_snippets=0)
+    write_dataset(cfg, tmp_path / "lead", workers=1, progress=False)
+    with (tmp_path / "lead" / "snippets.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(r["lead_car"] == "1" for r in rows)
+    index = {(split, *snippet_name(split, i)): i for split in ("train", "val") for i in range(2)}
+    for r in rows:
+        scene = make_scene(cfg, r["split"], index[r["split"], r["city"], int(r["sequence"])])
+        speeds = [float(v) for v in r["lead_rel_speeds"].split(";")]
+        np.testing.assert_allclose(speeds, scene.meta["lead_rel_speeds"], atol=1e-4)
+        assert all(abs(v) <= 1.5 for v in speeds) and 1 <= len(speeds) <= 2
+    from semdepth.data.cityscapes import CityscapesRoot  # downsample reads the table with the extra column
+
+    assert set(CityscapesRoot(tmp_path / "lead").lead_cars().values()) == {True}
+
+
+# ------------------------------------------------------------------------------------------------
+# val snippets with fewer frames (synth.val_frame_offsets)
+# ------------------------------------------------------------------------------------------------
+def test_val_frame_offsets_render_only_the_annotated_frame_and_downsample_takes_it(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from semdepth.data.manifest import labelled_val, training_triplets, val_frames
+    from semdepth.data.prepare import prepare
+
+    cfg = small_cfg(train_snippets=1, val_snippets=2, source_snippets=1, val_frame_offsets=[0])
+    root = tmp_path / "raw"
+    summary = write_dataset(cfg, root, workers=1, progress=False)
+    assert summary["frames"] == 5 + 2 + 1
+    for kind in ("leftImg8bit_sequence", "depth", "pose", "moving", "leftImg8bit"):
+        names = sorted(p.name for p in (root / kind / "val").rglob("*.*"))
+        assert len(names) == 2 and all("_000019_" in n for n in names), (kind, names)
+        assert len(list((root / kind / "train").rglob("*.*"))) == (1 if kind == "leftImg8bit" else 5)
+    with (root / "snippets.csv").open(newline="") as f:
+        rows = {r["split"] + r["city"]: r for r in csv.DictReader(f)}
+    assert all(r["frames"] == "1" and r["first_frame"] == r["last_frame"] == "19"
+               for r in rows.values() if r["split"] == "val")
+    # the annotated val frame does not depend on how many neighbours val renders
+    _, (full,) = render_snippet(dataclasses.replace(cfg, val_frame_offsets=cfg.frame_offsets), "val", 1, offsets=[0])
+    city, seq = snippet_name("val", 1)
+    img = cv2.imread(str(root / "leftImg8bit" / "val" / city / f"{city}_{seq:06d}_000019_leftImg8bit.png"))
+    assert np.array_equal(img[..., ::-1], full.image)
+
+    metrics = prepare(root, tmp_path / "prepared", 64, 128, [-2, -1, 0, 1, 2], ["train", "val", "source"], workers=1)
+    assert metrics["snippets_skipped"] == 0 and metrics["frames"] == {"train": 5, "val": 2, "source": 1}
+    m = pd.read_parquet(tmp_path / "prepared" / "manifest.parquet")
+    val = m[m.split == "val"]
+    assert len(val) == 2 and (val.offset == 0).all() and val.annotated.all()
+    assert val.prev_image.isna().all() and val.next_image.isna().all()
+    assert val.label.notna().all() and val.depth.notna().all() and val.depth_exact.notna().all()
+    assert val.moving.notna().all() and val.pose.notna().all()
+    assert len(val_frames(m)) == 2 and len(labelled_val(m)) == 2 and len(training_triplets(m)) == 3

@@ -44,13 +44,17 @@ import math
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from semdepth import SemdepthError
 from semdepth.data.labels import LABEL_TO_TRAIN
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -61,6 +65,7 @@ DEPTH_SUFFIX = "_depth.npy"
 POSE_SUFFIX = "_pose.json"
 MOVING_SUFFIX = "_moving.png"
 SOURCE_SPLIT = "source"
+VAL_SPLIT = "val"
 
 #: Manifest columns and their Arrow types, in order (docs/contracts.md "Prepared manifest").
 MANIFEST_COLUMNS: dict[str, str] = {
@@ -303,7 +308,10 @@ class CityscapesRoot:
         """Snippets whose every required frame exists; the others are listed as skipped.
 
         The `source` split (the labelled other domain) needs its annotated frames only: SynthCity
-        writes no sequence frames for it, and nothing trains depth on it.
+        writes no sequence frames for it, and nothing trains depth on it. A `val` snippet without
+        any neighbour frame (SynthCity with `synth.val_frame_offsets: [0]`) is prepared at offset 0
+        only, with null prev_image/next_image: evaluation reads the annotated frame alone. A val
+        snippet lacking only some neighbours is an incomplete download and skipped, as in train.
         """
         if not self.root.is_dir():
             raise SemdepthError(f"data.raw_dir: {self.root} does not exist (run `semdepth synthesize`, "
@@ -323,10 +331,13 @@ class CityscapesRoot:
                     raise SemdepthError(f"{img}: city '{city}' in the name does not match its folder")
                 missing = [o for o in offs if o != 0 and (frame + o < 0 or not self.image(
                     split, city, frame_id(city, seq, frame + o), annotated=False).exists())]
+                own = offs
+                if split == VAL_SPLIT and missing and len(missing) == len(offs) - 1:
+                    own, missing = (0,), []
                 if missing:
                     plan.skipped[split].append(fid)
                     continue
-                plan.snippets.append(Snippet(split, city, seq, frame, offs, lead.get((split, city, seq))))
+                plan.snippets.append(Snippet(split, city, seq, frame, own, lead.get((split, city, seq))))
         return plan
 
 
@@ -446,7 +457,7 @@ def _check_pose(path: Path) -> None:
         raise SemdepthError(f"{path}: malformed pose json (T_world_cam must be a finite 4x4 matrix)")
 
 
-def manifest_frame(rows: list[dict[str, Any]]) -> "pd.DataFrame":  # noqa: F821
+def manifest_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows -> DataFrame with exactly the contract's columns, order and dtypes."""
     import pandas as pd
 
@@ -461,14 +472,14 @@ def manifest_frame(rows: list[dict[str, Any]]) -> "pd.DataFrame":  # noqa: F821
     return df
 
 
-def manifest_schema() -> "pa.Schema":  # noqa: F821
+def manifest_schema() -> pa.Schema:
     import pyarrow as pa
 
     types = {"string": pa.string(), "int64": pa.int64(), "bool": pa.bool_(), "float64": pa.float64()}
     return pa.schema([(c, types[t]) for c, t in MANIFEST_COLUMNS.items()])
 
 
-def write_manifest(rows: list[dict[str, Any]], path: Path) -> "pd.DataFrame":  # noqa: F821
+def write_manifest(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:
     """Parquet with a fixed schema, so all-null columns (no SynthCity extras) keep their types."""
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -24,7 +24,7 @@ def read_rgb_u8(path: str | Path) -> np.ndarray:
     """HxWx3 uint8 RGB."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
-        raise SemdepthError(f"{path}: cannot read image")
+        raise SemdepthError(f"{path}: cannot read image (not an image file or corrupt)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -58,23 +58,46 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
 
 
 class FrameDataset(Dataset):
-    """Prepared frames by index: `{"index", "image": [3,H,W]}` plus `"label": [H,W]` when labels are
-    given (a missing label for one frame becomes all-ignore, so batches of mixed frames still stack)."""
+    """Prepared frames by index: `{"index", "image": [3,H,W]}`, plus
 
-    def __init__(self, images: Sequence[str | Path], labels: Sequence[str | Path | None] | None = None) -> None:
+    - `"label": [H,W]` int64 when labels are given. A missing label for one frame becomes
+      all-ignore, so batches of mixed frames still stack; a label whose size differs from its image
+      is an error naming the label file and `label_producer`, the stage to rerun.
+    - `"K": [3,3]` float32 when `intrinsics` [N,3,3] are given. Intrinsics hold only at the size
+      they were scaled to, so then `sizes` (the manifest's (height, width) per frame) is required
+      and an image of another size is an error naming it.
+    """
+
+    def __init__(self, images: Sequence[str | Path], labels: Sequence[str | Path | None] | None = None, *,
+                 intrinsics: np.ndarray | None = None, sizes: Sequence[tuple[int, int]] | None = None,
+                 label_producer: str = "downsample") -> None:
         self.images = [Path(p) for p in images]
         if labels is not None and len(labels) != len(self.images):
             raise ValueError("images and labels must have the same length")
+        if intrinsics is not None and (sizes is None or len(sizes) != len(self.images)
+                                       or len(intrinsics) != len(self.images)):
+            raise ValueError("intrinsics need one matrix and one size per image")
         self.labels = None if labels is None else [None if p is None else Path(p) for p in labels]
+        self.K = None if intrinsics is None else np.asarray(intrinsics, dtype=np.float32)
+        self.sizes = None if sizes is None else [(int(h), int(w)) for h, w in sizes]
+        self.label_producer = label_producer
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict:
         img = read_rgb(self.images[i])
+        if self.sizes is not None and tuple(img.shape[1:]) != self.sizes[i]:
+            raise SemdepthError(f"{self.images[i]}: image is {tuple(img.shape[1:])}, the manifest says "
+                                f"{self.sizes[i]}; rerun downsample")
         item = {"index": i, "image": img}
         if self.labels is not None:
             lp = self.labels[i]
-            item["label"] = (read_label(lp) if lp is not None
-                             else torch.full(img.shape[1:], 255, dtype=torch.long))
+            lab = read_label(lp) if lp is not None else torch.full(img.shape[1:], 255, dtype=torch.long)
+            if lab.shape != img.shape[1:]:
+                raise SemdepthError(f"{lp}: label size {tuple(lab.shape)} differs from the image "
+                                    f"{tuple(img.shape[1:])}; rerun {self.label_producer}")
+            item["label"] = lab
+        if self.K is not None:
+            item["K"] = torch.from_numpy(self.K[i])
         return item

@@ -18,7 +18,7 @@ from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 NUM_CLASSES = 19
 IGNORE = 255
 
-#: Class names that count as foreground in the binary map (SEEM's set; METHOD.md §2).
+#: Class names that count as foreground in the binary map (SEEM's set; docs/method.md §2).
 FOREGROUND_NAMES = ("traffic light", "traffic sign", "person", "rider", "car", "truck", "bus", "train",
                     "motorcycle", "bicycle")
 
@@ -67,6 +67,3 @@ def colorize(train_ids: np.ndarray) -> np.ndarray:
     if ids.dtype != np.uint8:
         ids = np.where((ids >= 0) & (ids < 256), ids, IGNORE).astype(np.uint8)
     return TRAIN_COLORS[ids]
-
-
-colourise = colorize  # British spelling, same function

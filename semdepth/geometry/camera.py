@@ -4,7 +4,7 @@ OpenCV axes (x right, y down, z forward); pixel (u, v) = (column, row) with pixe
 coordinates, so a W-pixel row spans u in [0, W-1]. `project` returns grid_sample coordinates for
 align_corners=True, which maps -1/+1 to the centres of the first/last pixel: that is the
 normalisation u_n = 2u/(W-1) - 1 used here. (monodepth2 normalises this way but samples with
-torch's align_corners=False default, an error of up to half a pixel; reference/sde_anchors.md.)
+torch's align_corners=False default, an error of up to half a pixel; docs/method.md §9.)
 """
 from __future__ import annotations
 
@@ -100,3 +100,14 @@ def pose_vec_to_mat(axisangle: torch.Tensor, translation: torch.Tensor, invert: 
     M[:, :3, 3:] = t
     M[:, 3, 3] = 1.0
     return M
+
+
+def source_poses(axisangle: torch.Tensor, translation: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pose-net outputs [2n,3] for the pairs (t-1, t) then (t, t+1), fed in temporal order in one
+    batched call as monodepth2 does -> (T_{t-1<-t}, T_{t+1<-t}) [n,4,4]: target camera to each source.
+
+    The first pair gives T_{t<-t-1}, which is inverted; the second gives T_{t+1<-t} directly.
+    """
+    T_prev = pose_vec_to_mat(axisangle[:n], translation[:n], invert=True)
+    T_next = pose_vec_to_mat(axisangle[n:], translation[n:])
+    return T_prev, T_next

@@ -1,4 +1,4 @@
-"""Ground-plane test for two-stage depth training (Guizilini et al. ICLR'20 §4.3; METHOD.md §4).
+"""Ground-plane test for two-stage depth training (Guizilini et al. ICLR'20 §4.3; docs/method.md §5).
 
 Objects moving at the camera's speed look static to the photometric loss, so a self-supervised depth
 network learns to put them at infinity; back-projected, those pixels land far *below* the road. Per
@@ -36,10 +36,14 @@ Choices the paper leaves open (documented here and exposed as `filter.*` params)
   maximum depth: >= 130 below-ground pixels on every lead-car frame, 0 on clean ones. With smooth
   multiplicative depth noise (log-std 0.1, 3 px blur) margin 0.3 wrongly dropped 71% of the clean
   frames and margin 1.0 none (recall 1.0 in both); at log-std 0.2 margin 1.0 still dropped 30%.
+* **Sweep.** `margins` asks for the below-ground counts at other margins from the same fit, in the
+  same pass (`GroundResult.margin_counts`): what the filter stage's margin/threshold figure is made of.
+  A larger margin is a stricter test on the same trusted pixels, so the counts never grow with it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -82,16 +86,18 @@ class GroundResult:
     candidates: Tensor  # [B,H,W] bool: the points the plane was fitted to
     threshold: float  # drop when below_count > threshold
     kept: Tensor  # [B] bool
+    margin_counts: Tensor  # [B,M] int64: below_count at each of the M requested sweep margins
 
 
 def analyse_ground(depth: Tensor, K: Tensor, road: Tensor | None, cfg, hood_fraction: float,
-                   generator: torch.Generator | None = None) -> GroundResult:
+                   generator: torch.Generator | None = None, margins: Sequence[float] = ()) -> GroundResult:
     """Ground-plane verdicts for depth [B,1,H,W] (any positive scale; inf/0/NaN = invalid).
 
     K: [B,3,3] intrinsics at this resolution. road: [B,H,W] bool road pixels from the pseudo-labels,
     or None (no train-id labels) -> the lower-central fallback for every frame. cfg: a FilterConfig
     (ransac_iterations, inlier_threshold, margin, threshold_px, reference_area, near_range,
-    min_ground_points, max_tilt).
+    min_ground_points, max_tilt). margins: extra margins to count below-ground pixels at (the sweep;
+    they change nothing else).
     """
     if depth.dim() == 3:
         depth = depth.unsqueeze(1)
@@ -118,15 +124,18 @@ def analyse_ground(depth: Tensor, K: Tensor, road: Tensor | None, cfg, hood_frac
                      generator=generator)
     enough = fit.ok & (n_cand >= cfg.min_ground_points)
 
-    height = (pts @ torch.nan_to_num(fit.normal).unsqueeze(-1)).squeeze(-1) + torch.nan_to_num(fit.offset).unsqueeze(1)
-    below_px = height < -cfg.margin * torch.nan_to_num(fit.offset).unsqueeze(1)
+    offset = torch.nan_to_num(fit.offset).unsqueeze(1)
+    height = (pts @ torch.nan_to_num(fit.normal).unsqueeze(-1)).squeeze(-1) + offset
     not_hood = (torch.arange(H, device=band.device) < hood_row(H, hood_fraction)).view(1, H, 1)
     # Only where the plane is trusted: rays meeting it within near_range camera heights. Along a ray
     # X = Z*r the plane is reached at Z_g = h / (-n.r), so this is -n.r >= 1/near_range.
     ray = pts / torch.where(valid, depth.squeeze(1), torch.ones_like(depth.squeeze(1))).reshape(B, H * W, 1)
     in_range = -(ray @ torch.nan_to_num(fit.normal).unsqueeze(-1)).squeeze(-1) >= 1.0 / cfg.near_range
-    below = below_px.view(B, H, W) & in_range.view(B, H, W) & valid & not_hood & enough.view(B, 1, 1)
+    trusted = in_range.view(B, H, W) & valid & not_hood & enough.view(B, 1, 1)
+    below = _below(height, offset, cfg.margin, trusted)
     count = below.flatten(1).sum(1)
+    sweep = [_below(height, offset, m, trusted).flatten(1).sum(1) for m in margins]
+    margin_counts = torch.stack(sweep, 1) if sweep else torch.zeros(B, 0, dtype=count.dtype, device=count.device)
     thr = below_threshold(H, W, cfg.threshold_px, cfg.reference_area)
     kept = ~enough | (count.to(torch.float64) <= thr)
     nan = torch.full((), float("nan"), device=depth.device)
@@ -135,4 +144,9 @@ def analyse_ground(depth: Tensor, K: Tensor, road: Tensor | None, cfg, hood_frac
         offset=torch.where(enough, fit.offset, nan),
         inlier_ratio=torch.where(enough, fit.inlier_ratio, torch.zeros((), device=depth.device)),
         below=below, below_count=count, enough_ground=enough, fallback=fallback, candidates=cand,
-        threshold=thr, kept=kept)
+        threshold=thr, kept=kept, margin_counts=margin_counts)
+
+
+def _below(height: Tensor, offset: Tensor, margin: float, trusted: Tensor) -> Tensor:
+    """[B,H,W] bool: trusted pixels more than margin*h below the plane (height [B,HW], offset [B,1])."""
+    return (height < -margin * offset).view(trusted.shape) & trusted

@@ -1,7 +1,7 @@
 """Photometric error of monodepth2: pe = 0.85·clamp((1-SSIM)/2, 0, 1) + 0.15·|a-b|, averaged over RGB.
 
 SSIM uses a uniform 3x3 box (avg_pool) on reflection-padded images, σ² = E[x²] - μ², C1 = 0.01²,
-C2 = 0.03² for intensities in [0, 1] (reference/sde_anchors.md §1).
+C2 = 0.03² for intensities in [0, 1] (docs/method.md §3.3).
 """
 from __future__ import annotations
 

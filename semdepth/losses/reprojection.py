@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from semdepth.geometry.camera import ALIGN_CORNERS, backproject, project
+from semdepth.geometry.depth import disp_to_depth
 from semdepth.losses.photometric import photometric_error
 from semdepth.losses.smoothness import scale_weight, smoothness_loss
-from semdepth.models.sde import disp_to_depth
 
 TIE_NOISE = 1e-5
 

@@ -1,4 +1,4 @@
-"""Depth evaluation, METHOD.md §7 (monodepth2 / ManyDepth protocol).
+"""Depth evaluation, docs/method.md §8 (monodepth2 / ManyDepth protocol).
 
 Per image: valid GT in (min_depth, max_depth], the bottom `hood_fraction` of the rows (ego hood)
 excluded; the prediction is median-scaled (ratio of medians over the valid pixels: monocular depth

@@ -3,6 +3,8 @@
 GT: the manifest's `depth_exact` (SynthCity's exact depth) when present, else `depth` (from
 disparity, as real Cityscapes). Frames: the annotated val frames with GT. Class labels: GT labels,
 else the pseudo-labels; moving-object masks where the manifest has them.
+`eval.protocol: cityscapes` scores the test split inside ManyDepth's crop instead
+(semdepth/metrics/cityscapes_depth.py).
 """
 from __future__ import annotations
 
@@ -10,30 +12,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from semdepth import SemdepthError
 from semdepth.data.frames import read_label_u8, read_rgb
+from semdepth.data.manifest import annotated_with, target_train_with
+from semdepth.geometry.depth import disp_to_depth
 from semdepth.io import read_table, resolve
+from semdepth.metrics.cityscapes_depth import missing_split_hint, protocol_split, restrict_to_protocol
 from semdepth.metrics.depth import DepthEvaluator, RowMedianPrior
-from semdepth.models.sde import disp_to_depth
 from semdepth.progress import track
 
 
-def gt_column(manifest: "pd.DataFrame") -> str:  # noqa: F821
+def gt_column(manifest: pd.DataFrame) -> str:
     if "depth_exact" in manifest and manifest["depth_exact"].notna().any():
         return "depth_exact"
     return "depth"
 
 
-def eval_rows(manifest: "pd.DataFrame", split: str, column: str) -> "pd.DataFrame":  # noqa: F821
-    """Annotated frames of `split` with GT depth, sorted by id."""
-    df = manifest[(manifest["split"] == split) & manifest["annotated"].astype(bool) & manifest[column].notna()]
-    return df.sort_values("id").reset_index(drop=True)
-
-
-def _pseudo(pseudolabels: str | Path | None) -> tuple["pd.DataFrame | None", Path | None]:  # noqa: F821
+def _pseudo(pseudolabels: str | Path | None) -> tuple[pd.DataFrame | None, Path | None]:
     if pseudolabels is None or not Path(pseudolabels).exists():
         return None, None
     return read_table(pseudolabels).set_index("id"), Path(pseudolabels).parent
@@ -58,9 +57,11 @@ def evaluate_depth_net(depth_net: torch.nn.Module, manifest_path: str | Path, *,
     manifest = read_table(manifest_path)
     root = manifest_path.parent
     col = gt_column(manifest)
-    rows = eval_rows(manifest, split, col)
+    split = protocol_split(eval_cfg.protocol, split)
+    rows = annotated_with(manifest, split, col)
     if rows.empty:
-        raise SemdepthError(f"{manifest_path}: no annotated {split} frames with GT depth to evaluate")
+        raise SemdepthError(f"{manifest_path}: no annotated {split} frames with GT depth to evaluate"
+                            f"{missing_split_hint(eval_cfg.protocol)}")
     pl, pl_root = _pseudo(pseudolabels)
     ev = DepthEvaluator(eval_cfg.min_depth, eval_cfg.max_depth, hood_fraction, eval_cfg.edge_band)
     depth_net.eval()
@@ -68,7 +69,8 @@ def evaluate_depth_net(depth_net: torch.nn.Module, manifest_path: str | Path, *,
     for i in track(range(0, len(records), batch_size), description, total=(len(records) + batch_size - 1) // batch_size):
         chunk = records[i:i + batch_size]
         imgs = torch.stack([read_rgb(resolve(r["image"], root)) for r in chunk]).to(device)
-        gts = [np.load(resolve(r[col], root)).astype(np.float32) for r in chunk]
+        gts = [restrict_to_protocol(np.load(resolve(r[col], root)).astype(np.float32), eval_cfg.protocol)
+               for r in chunk]
         pred = predict_depth(depth_net, imgs, net_min_depth, net_max_depth, gts[0].shape).cpu().numpy()
         for r, p, g in zip(chunk, pred, gts):
             labels = read_label_u8(resolve(r["label"], root)) if r.get("label") else None
@@ -93,7 +95,7 @@ def row_median_prior_metrics(manifest_path: str | Path, *, eval_cfg: Any, hood_f
     manifest = read_table(manifest_path)
     root = manifest_path.parent
     col = gt_column(manifest)
-    train = manifest[(manifest["split"] == "train") & (manifest["domain"] == "target") & manifest[col].notna()]
+    train = target_train_with(manifest, col)
     if train_ids is not None:
         train = train[train["id"].isin(set(train_ids))]
     if train.empty:
@@ -106,8 +108,8 @@ def row_median_prior_metrics(manifest_path: str | Path, *, eval_cfg: Any, hood_f
     for name, scaled in (("unscaled", False), ("median_scaled", True)):
         ev = DepthEvaluator(eval_cfg.min_depth, eval_cfg.max_depth, hood_fraction, eval_cfg.edge_band,
                             median_scaling=scaled)
-        for p in eval_rows(manifest, split, col)[col]:
-            g = np.load(resolve(p, root)).astype(np.float32)
+        for p in annotated_with(manifest, protocol_split(eval_cfg.protocol, split), col)[col]:
+            g = restrict_to_protocol(np.load(resolve(p, root)).astype(np.float32), eval_cfg.protocol)
             ev.add(prior.predict(*g.shape), g)
         res = ev.result()
         out[name] = {k: res[k] for k in ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "n_images")}

@@ -105,13 +105,6 @@ def binary_iou(pred_fg: torch.Tensor | np.ndarray, gt_fg: torch.Tensor | np.ndar
     return float((p & g).sum()) / union if union else float("nan")
 
 
-def confusion_rows(matrix: np.ndarray, names: Sequence[str]) -> list[dict]:
-    """Long-format rows `actual, predicted, count` for a DVC `confusion` plot CSV (non-zero cells)."""
-    m = np.asarray(matrix)
-    return [{"actual": names[i], "predicted": names[j], "count": int(m[i, j])}
-            for i in range(m.shape[0]) for j in range(m.shape[1]) if m[i, j]]
-
-
 def class_iou_rows(ious: np.ndarray, names: Sequence[str]) -> list[dict]:
     """Rows `class, iou` for a per-class bar plot CSV (NaN classes left out)."""
     return [{"class": n, "iou": float(v)} for n, v in zip(names, ious) if not np.isnan(v)]

@@ -4,12 +4,15 @@ Why torchvision's own building blocks: the state dict then uses torchvision's ke
 torchvision's COCO files load unchanged, and the ResNet variants' backbone has exactly the keys of a
 torchvision ResNet (`conv1.weight`, `layer1.0.conv1.weight`, ...). That backbone, trained on the
 labelled source domain, is the offline stand-in for ImageNet initialisation of the SDE encoder and the
-finetune network (issue 11): `backbone_state_dict` extracts it for `ResnetEncoder.load_backbone`.
+finetune network (docs/method.md §3.8): `backbone_state_dict` extracts it for `ResnetEncoder.load_backbone`.
 
 ResNet-18/34 use BasicBlocks, for which torchvision refuses `replace_stride_with_dilation`; we dilate
 layer4 by hand (stride 1, dilation 2) for output stride 16 and use the DeepLabV3 paper's ASPP rates
 for that stride (6, 12, 18). Dilation changes no parameter shape. ResNet-50/101 and MobileNetV3 are
-torchvision's constructors unchanged (output stride 8 and 16).
+torchvision's constructors unchanged (output stride 8 and 16). `output_stride` (pseudolabel.output_stride)
+overrides the ResNets' stride: 8 dilates layer3 too (layer4 by 4, ASPP rates 12/24/36), 16 on ResNet-50/101
+dilates only layer4 (rates 6/12/18). Why offer it: small classes (poles, signs, people) are one or two
+feature cells wide at stride 16 on a 64x128 frame; stride 8 costs about 2-3x the compute of layer3+.
 
 Nothing is ever downloaded: networks are built with `weights=None, weights_backbone=None`, and the
 COCO weights are read only from torch's cache directory.
@@ -46,35 +49,72 @@ _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 
 
-def _dilate_basic_layer(layer: nn.Sequential, dilation: int = 2) -> None:
+def dilate_basic_layer(layer: nn.Sequential, dilation: int = 2, first: int = 1) -> None:
     """Turn a strided BasicBlock layer into a dilated one (same parameters, output stride halved less).
 
-    Mirrors torchvision's `_make_layer(dilate=True)`: the first block keeps dilation 1 in its first
-    conv but loses the stride (also in the 1x1 downsample); every later 3x3 conv gets `dilation`.
+    Mirrors torchvision's `_make_layer(dilate=True)`, which refuses BasicBlocks: the first block keeps
+    the previous layer's dilation `first` in its first conv but loses the stride (also in the 1x1
+    downsample); every later 3x3 conv gets `dilation`. Bottleneck ResNets use torchvision's
+    `replace_stride_with_dilation` instead.
     """
     for bi, block in enumerate(layer):
         for ci, conv in enumerate((block.conv1, block.conv2)):
-            d = 1 if (bi == 0 and ci == 0) else dilation
+            d = first if (bi == 0 and ci == 0) else dilation
             conv.stride, conv.dilation, conv.padding = (1, 1), (d, d), (d, d)
         if block.downsample is not None:
             block.downsample[0].stride = (1, 1)
 
 
-def _deeplab_small_resnet(layers: int, num_classes: int) -> tv_deeplab.DeepLabV3:
+#: ASPP rates for each output stride (the DeepLabV3 paper's: doubled when the stride halves).
+_ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
+#: each model's output stride when pseudolabel.output_stride is 0 (torchvision's, and ours for 18/34).
+DEFAULT_OUTPUT_STRIDE = {"deeplabv3_resnet18": 16, "deeplabv3_resnet34": 16, "deeplabv3_resnet50": 8,
+                         "deeplabv3_resnet101": 8, "deeplabv3_mobilenet_v3_large": 16}
+
+
+def _deeplab_small_resnet(layers: int, num_classes: int, output_stride: int = 16) -> tv_deeplab.DeepLabV3:
     net = getattr(torchvision.models, f"resnet{layers}")(weights=None)
-    _dilate_basic_layer(net.layer4)
+    if output_stride == 8:
+        dilate_basic_layer(net.layer3, 2)
+        dilate_basic_layer(net.layer4, 4, first=2)
+    else:
+        dilate_basic_layer(net.layer4)
     backbone = IntermediateLayerGetter(net, return_layers={"layer4": "out"})
-    head = tv_deeplab.DeepLabHead(512, num_classes, atrous_rates=(6, 12, 18))
+    head = tv_deeplab.DeepLabHead(512, num_classes, atrous_rates=_ASPP_RATES[output_stride])
     return tv_deeplab.DeepLabV3(backbone, head, None)
 
 
-def build_torchvision_deeplab(name: str, num_classes: int = NUM_TRAIN_CLASSES) -> tv_deeplab.DeepLabV3:
-    """The bare torchvision DeepLabV3 (randomly initialised, no auxiliary head)."""
+def _deeplab_big_resnet_os16(layers: int, num_classes: int) -> tv_deeplab.DeepLabV3:
+    """ResNet-50/101 DeepLabV3 at output stride 16: torchvision's layout with only layer4 dilated."""
+    net = getattr(torchvision.models, f"resnet{layers}")(weights=None,
+                                                          replace_stride_with_dilation=[False, False, True])
+    backbone = IntermediateLayerGetter(net, return_layers={"layer4": "out"})
+    head = tv_deeplab.DeepLabHead(2048, num_classes, atrous_rates=_ASPP_RATES[16])
+    return tv_deeplab.DeepLabV3(backbone, head, None)
+
+
+def resolve_output_stride(name: str, output_stride: int = 0) -> int:
+    """The output stride `name` is built with (0 = its default); one-line error if it cannot have it."""
     if name not in MODELS:
         raise SemdepthError(f"pseudolabel.model: {name!r} is not one of {', '.join(MODELS)}")
+    os_ = output_stride or DEFAULT_OUTPUT_STRIDE[name]
+    if os_ not in _ASPP_RATES:
+        raise SemdepthError(f"pseudolabel.output_stride: {output_stride} is not 0, 8 or 16")
+    if BACKBONE_LAYERS[name] is None and os_ != DEFAULT_OUTPUT_STRIDE[name]:
+        raise SemdepthError(f"pseudolabel.output_stride: {name} has output stride "
+                            f"{DEFAULT_OUTPUT_STRIDE[name]} only; set 0 or {DEFAULT_OUTPUT_STRIDE[name]}")
+    return os_
+
+
+def build_torchvision_deeplab(name: str, num_classes: int = NUM_TRAIN_CLASSES,
+                              output_stride: int = 0) -> tv_deeplab.DeepLabV3:
+    """The bare torchvision DeepLabV3 (randomly initialised, no auxiliary head)."""
+    os_ = resolve_output_stride(name, output_stride)
     layers = BACKBONE_LAYERS[name]
     if layers in (18, 34):
-        return _deeplab_small_resnet(layers, num_classes)
+        return _deeplab_small_resnet(layers, num_classes, os_)
+    if layers is not None and os_ == 16:
+        return _deeplab_big_resnet_os16(layers, num_classes)
     builder = getattr(torchvision.models.segmentation, name)
     return builder(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
 
@@ -86,11 +126,12 @@ class DeepLab(nn.Module):
     foreground map (argmax > 0). `state_dict()` of `.net` is torchvision's format.
     """
 
-    def __init__(self, name: str, num_classes: int = NUM_TRAIN_CLASSES) -> None:
+    def __init__(self, name: str, num_classes: int = NUM_TRAIN_CLASSES, output_stride: int = 0) -> None:
         super().__init__()
         self.name = name
         self.num_classes = num_classes
-        self.net = build_torchvision_deeplab(name, num_classes)
+        self.output_stride = resolve_output_stride(name, output_stride)
+        self.net = build_torchvision_deeplab(name, num_classes, output_stride)
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -145,13 +186,13 @@ def _torch_load(path: Path) -> object:
     return load_file(path)
 
 
-def load_coco(name: str) -> DeepLab:
+def load_coco(name: str, output_stride: int = 0) -> DeepLab:
     """torchvision's COCO-with-VOC-labels DeepLabV3 from torch's cache (21 classes), never downloaded."""
     f = coco_weights_file(name)
     if not f.is_file():
         raise SemdepthError(f"pseudolabel.weights: torchvision-coco needs {f.name} in {f.parent} "
                             f"(nothing is downloaded; copy the file there or use pseudolabel.weights: train)")
-    model = DeepLab(name, NUM_VOC_CLASSES)
+    model = DeepLab(name, NUM_VOC_CLASSES, output_stride)
     _check_and_load(model, _state_of(_torch_load(f), f), str(f))
     return model
 
@@ -164,9 +205,10 @@ def _state_of(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return obj  # type: ignore[return-value]
 
 
-def load_checkpoint(path: str | Path, name: str) -> DeepLab:
+def load_checkpoint(path: str | Path, name: str, output_stride: int = 0) -> DeepLab:
     """A local DeepLabV3 checkpoint for model `name`: a bare torchvision state dict or our
-    `data/models/pseudolabel.pt` format. 19 classes = train ids; 21 = VOC (binary only)."""
+    `data/models/pseudolabel.pt` format. 19 classes = train ids; 21 = VOC (binary only). The output
+    stride changes no parameter shape, so any checkpoint of `name` loads at any stride it supports."""
     path = Path(path)
     obj = _torch_load(path)
     if isinstance(obj, dict) and "model" in obj and obj["model"] != name:
@@ -179,7 +221,7 @@ def load_checkpoint(path: str | Path, name: str) -> DeepLab:
     if n not in (NUM_TRAIN_CLASSES, NUM_VOC_CLASSES):
         raise SemdepthError(f"{path}: has {n} output classes; expected {NUM_TRAIN_CLASSES} "
                             f"(Cityscapes train ids) or {NUM_VOC_CLASSES} (VOC, binary foreground only)")
-    model = DeepLab(name, n)
+    model = DeepLab(name, n, output_stride)
     _check_and_load(model, state, str(path))
     return model
 

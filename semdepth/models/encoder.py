@@ -16,8 +16,10 @@ import torchvision
 
 from semdepth import SemdepthError
 from semdepth.models.checkpoint import load_file, state_dict_problems
+from semdepth.models.deeplab import dilate_basic_layer
 
 _BUILDERS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101"}
+OUTPUT_STRIDES = (16, 32)
 _WEIGHTS = {18: "ResNet18_Weights", 34: "ResNet34_Weights", 50: "ResNet50_Weights", 101: "ResNet101_Weights"}
 # Keys of a torchvision ResNet that the encoder does not have (the ImageNet classifier).
 _IGNORED_PREFIXES = ("fc.",)
@@ -27,6 +29,18 @@ def imagenet_file(num_layers: int) -> Path:
     """Where torchvision would cache its ImageNet file: <torch.hub.get_dir()>/checkpoints/<url name>."""
     weights = getattr(torchvision.models, _WEIGHTS[num_layers]).IMAGENET1K_V1
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+
+
+def _resnet(num_layers: int, output_stride: int) -> nn.Module:
+    """torchvision's ResNet, layer4 dilated (stride 1, dilation 2) for output stride 16."""
+    builder = getattr(torchvision.models, _BUILDERS[num_layers])
+    if output_stride == 32:
+        return builder(weights=None)
+    if num_layers >= 50:
+        return builder(weights=None, replace_stride_with_dilation=[False, False, True])
+    net = builder(weights=None)
+    dilate_basic_layer(net.layer4)
+    return net
 
 
 def read_backbone_file(path: str | Path, num_layers: int) -> dict[str, torch.Tensor]:
@@ -57,14 +71,23 @@ class ResnetEncoder(nn.Module):
     never downloaded) or a path (state dict or pseudo-label checkpoint with a `backbone` entry).
     `in_channels` > 3 (the pose net's stacked pair) replaces conv1; such an encoder cannot load
     3-channel weights, which is why the pose net trains from scratch.
+    `output_stride` 16 dilates layer4 (Hoyer et al.'s encoder): its features stay at 1/16, like
+    layer3's, with the same parameters and key names, so the same ImageNet files load.
+    `checkpointing` (`semdepth.models.checkpointing`) recomputes layer1..layer4 in the backward pass.
     """
 
-    def __init__(self, num_layers: int = 18, pretrained: str | Path | None = None, in_channels: int = 3) -> None:
+    checkpointing: bool = False
+
+    def __init__(self, num_layers: int = 18, pretrained: str | Path | None = None, in_channels: int = 3,
+                 output_stride: int = 32) -> None:
         super().__init__()
         if num_layers not in _BUILDERS:
             raise SemdepthError(f"encoder: ResNet-{num_layers} is not supported (choose 18, 34, 50 or 101)")
+        if output_stride not in OUTPUT_STRIDES:
+            raise SemdepthError(f"encoder: output stride {output_stride} is not supported (16 or 32)")
         self.num_layers = num_layers
-        net = getattr(torchvision.models, _BUILDERS[num_layers])(weights=None)
+        self.output_stride = output_stride
+        net = _resnet(num_layers, output_stride)
         if in_channels != 3:
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
             nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -105,9 +128,17 @@ class ResnetEncoder(nn.Module):
         return {k: v.detach().clone() for k, v in self.state_dict().items()}
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """x: [B,C,H,W] in [0,1] (H, W multiples of 32) -> 5 feature maps, finest first."""
+        """x: [B,C,H,W] in [0,1] (H, W multiples of 32) -> 5 feature maps, finest first (the last two
+        both at 1/16 with output stride 16)."""
         x = (x - self._mean) / self._std
         f0 = self.relu(self.bn1(self.conv1(x)))
+        if self.checkpointing:
+            from semdepth.models.checkpointing import run
+
+            f1 = run(self.layer1, self.maxpool(f0))
+            f2 = run(self.layer2, f1)
+            f3 = run(self.layer3, f2)
+            return [f0, f1, f2, f3, run(self.layer4, f3)]
         f1 = self.layer1(self.maxpool(f0))
         f2 = self.layer2(f1)
         f3 = self.layer3(f2)

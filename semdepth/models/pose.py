@@ -3,7 +3,7 @@
 Output: axis-angle and translation of T_b_a (points in a's camera -> b's camera), each x0.01 as in
 monodepth2. The translation bias starts at t_z = -forward_init (forward motion from an earlier a to
 a later b, docs/contracts.md): with a zero start the pose net can settle on backward motion and the
-depth collapses to "road near, everything else at infinity" (issue 11 measured AbsRel ~1.0).
+depth collapses to "road near, everything else at infinity" (measured AbsRel ~1.0; docs/method.md §3.7).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The joint segmentation network of finetune (Hoyer et al. 2021, §3; METHOD.md §6).
+"""The joint segmentation network of finetune (Hoyer et al. 2021, §3; docs/method.md §7).
 
 - Shared `ResnetEncoder`.
 - Segmentation decoder: the SDE's U-Net body (`UNetDecoder`, same architecture as the depth decoder,
@@ -19,9 +19,16 @@ from an SDE checkpoint (new segmentation heads); `scratch` is random; `source` l
 from the pseudo-label network's ResNet backbone; `imagenet` from torchvision's file in torch's cache
 directory (never downloaded).
 
+Architecture: the segmenter follows the SDE checkpoint's stored `architecture` ("unet" or "aspp",
+semdepth/models/architecture.py) for every `init`, so there is no `finetune.architecture`: with `sde`
+the copy is one to one, and `scratch`/`source`/`imagenet` train the same network from other weights,
+which keeps the init ablation like for like (Hoyer's baselines also use the SDE decoder's layout).
+The segmentation head is the project's 3x3 conv for both (Hoyer's is 1x1 64->64, 1x1 ->19).
+
 Checkpoint (docs/contracts.md): {"format": "semdepth-seg-1", "config": FinetuneConfig dict,
 "sde_config": ..., "state_dict": ..., "multitask": bool}; `sde_config["encoder_layers"]` rebuilds the
-encoder and `min_depth`/`max_depth` convert its disparity.
+encoder, `sde_config["architecture"]` (absent = "unet") the bodies, and `min_depth`/`max_depth`
+convert its disparity.
 """
 from __future__ import annotations
 
@@ -30,13 +37,15 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from semdepth import SemdepthError
 from semdepth.io import atomic_file
-from semdepth.models.depth_decoder import DepthDecoder, Head, UNetDecoder
-from semdepth.models.encoder import ResnetEncoder, read_backbone_file
+from semdepth.models.architecture import DEFAULT as DEFAULT_ARCHITECTURE
+from semdepth.models.architecture import architecture_of, build_body, build_depth_decoder, build_encoder
+from semdepth.models.depth_decoder import DepthDecoder, Head
+from semdepth.models.encoder import read_backbone_file
 from semdepth.models.pose import PoseNet
+from semdepth.training import ddp
 
 FORMAT = "semdepth-seg-1"
 NUM_CLASSES = 19
@@ -62,12 +71,14 @@ class Segmenter(nn.Module):
     "side_logits" [B,K,H/4,W/4] and "disp" {s: [B,1,H/2^s,W/2^s]} from the depth decoder."""
 
     def __init__(self, num_layers: int = 18, num_classes: int = NUM_CLASSES, multitask: bool = False,
-                 pose_forward_init: float = 0.03, encoder_pretrained: str | Path | None = None) -> None:
+                 pose_forward_init: float = 0.03, encoder_pretrained: str | Path | None = None,
+                 architecture: str = DEFAULT_ARCHITECTURE) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.multitask = multitask
-        self.encoder = ResnetEncoder(num_layers, encoder_pretrained)
-        self.seg_decoder = UNetDecoder(self.encoder.num_ch_enc)
+        self.architecture = architecture
+        self.encoder = build_encoder(architecture, num_layers, encoder_pretrained)
+        self.seg_decoder = build_body(architecture, self.encoder.num_ch_enc)
         # The depth decoder's head type (3x3 reflection-padded conv) with 19 outputs: a copy of the SDE
         # decoder with a new head. (Hoyer's 1x1 64->64->19 head suits his 64-channel last level; ours
         # has 16 channels, and a 64-channel full-resolution layer cost ~10% of a CPU step.)
@@ -76,7 +87,7 @@ class Segmenter(nn.Module):
         self.pose: PoseNet | None = None
         if multitask:
             ch = self.seg_decoder.num_ch_dec[EXCHANGE_LEVEL]
-            self.depth_decoder = DepthDecoder(self.encoder.num_ch_enc)
+            self.depth_decoder = build_depth_decoder(architecture, self.encoder.num_ch_enc)
             self.depth_to_seg = GatedExchange(ch)
             self.seg_to_depth = GatedExchange(ch)
             self.side_head = nn.Conv2d(ch, num_classes, 1)
@@ -96,15 +107,6 @@ class Segmenter(nn.Module):
         if self.pose is not None:
             skip |= {id(p) for p in self.pose.parameters()}
         return [p for p in self.parameters() if id(p) not in skip]
-
-    @staticmethod
-    def _level(dec: UNetDecoder, i: int, x: torch.Tensor, feats: list[torch.Tensor]) -> torch.Tensor:
-        """One level of the U-Net body (the same steps as `UNetDecoder.decode`)."""
-        x = dec.convs[f"upconv_{i}_0"](x)
-        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        if i > 0:
-            x = torch.cat([x, feats[i - 1]], dim=1)
-        return dec.convs[f"upconv_{i}_1"](x)
 
     def forward(self, x: torch.Tensor, with_depth: bool | None = None,
                 pose_inputs: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
@@ -128,9 +130,9 @@ class Segmenter(nn.Module):
         s, d = feats[-1], feats[-1]
         depth_levels: dict[int, torch.Tensor] = {}
         for i in range(4, -1, -1):
-            s = self._level(self.seg_decoder, i, s, feats)
+            s = self.seg_decoder.level(i, s, feats)
             if i >= EXCHANGE_LEVEL or with_depth is not False:
-                d = self._level(dd, i, d, feats)
+                d = dd.level(i, d, feats)
                 depth_levels[i] = d
             if i == EXCHANGE_LEVEL:
                 out["side_logits"] = self.side_head(s)
@@ -193,19 +195,32 @@ def _load_pose(model: Segmenter, sde_ckpt: Mapping[str, Any] | None, report: dic
     report["pose"] = "sde (frozen)"
 
 
+def segmenter_architecture(sde_ckpt: Mapping[str, Any] | None, architecture: str | None = None) -> str:
+    """The architecture a segmenter gets: the SDE checkpoint's stored one (see the module docstring);
+    `architecture` only where there is no checkpoint, and it must agree with one that exists."""
+    stored = architecture_of(sde_ckpt["config"]) if sde_ckpt is not None else None
+    if stored is not None and architecture is not None and architecture != stored:
+        raise SemdepthError(f"segmenter architecture {architecture!r} differs from the SDE checkpoint's "
+                            f"{stored!r} (sde.architecture); rerun pretrain/retrain")
+    return stored or architecture or DEFAULT_ARCHITECTURE
+
+
 def build_segmenter(init: str, num_layers: int, multitask: bool, pose_forward_init: float = 0.03,
                     sde_ckpt: Mapping[str, Any] | None = None, source_path: str | Path | None = None,
-                    num_classes: int = NUM_CLASSES) -> tuple[Segmenter, dict[str, str]]:
-    """A freshly initialised segmenter for finetune.init; returns (model, transfer report)."""
+                    num_classes: int = NUM_CLASSES, architecture: str | None = None
+                    ) -> tuple[Segmenter, dict[str, str]]:
+    """A freshly initialised segmenter for finetune.init; returns (model, transfer report). Its
+    architecture is the SDE checkpoint's (`segmenter_architecture`), whatever the init."""
     if init not in ("imagenet", "scratch", "sde", "source"):
         raise SemdepthError(f"finetune.init: unknown value {init!r}")
+    arch = segmenter_architecture(sde_ckpt, architecture)
     if init == "sde":
         if sde_ckpt is None:
             raise SemdepthError("finetune.init: sde needs the SDE checkpoint")
-        model = Segmenter(num_layers, num_classes, multitask, pose_forward_init)
+        model = Segmenter(num_layers, num_classes, multitask, pose_forward_init, architecture=arch)
         return model, init_from_sde(model, sde_ckpt)
     model = Segmenter(num_layers, num_classes, multitask, pose_forward_init,
-                      encoder_pretrained="imagenet" if init == "imagenet" else None)
+                      encoder_pretrained="imagenet" if init == "imagenet" else None, architecture=arch)
     report = {"encoder": "imagenet" if init == "imagenet" else "random"}
     if init == "source":
         if source_path is None:
@@ -222,7 +237,7 @@ def build_segmenter(init: str, num_layers: int, multitask: bool, pose_forward_in
 def save_segmenter(path: str | Path, model: nn.Module, config: dict, sde_config: dict,
                    meta: dict | None = None) -> None:
     """Atomically write `data/models/segmenter.pt` (the pose net is kept: it is part of the state)."""
-    m = model.module if hasattr(model, "module") else model
+    m = ddp.unwrap(model)
     state = {"format": FORMAT, "config": dict(config), "sde_config": dict(sde_config),
              "state_dict": {k: v.detach().cpu() for k, v in m.state_dict().items()},
              "multitask": bool(m.multitask), "num_classes": int(m.num_classes), "meta": dict(meta or {})}
@@ -238,7 +253,7 @@ def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> tupl
     ck = load_format(path, FORMAT, "segmenter checkpoint not found (run finetune first)")
     sde_cfg = ck["sde_config"]
     model = Segmenter(int(sde_cfg["encoder_layers"]), int(ck.get("num_classes", NUM_CLASSES)), bool(ck["multitask"]),
-                      float(sde_cfg.get("pose_forward_init", 0.0)))
+                      float(sde_cfg.get("pose_forward_init", 0.0)), architecture=architecture_of(sde_cfg))
     try:
         model.load_state_dict(ck["state_dict"])
     except RuntimeError as e:

@@ -1,1 +1,2 @@
-"""Pseudo-label network: training on the labelled source domain, batched inference and scoring."""
+"""Pseudo-label network: training on the labelled source domain (`train`), batched inference and
+scoring (`infer`), and the whole run over a prepared manifest (`run`, what the pseudolabel stage calls)."""

@@ -1,7 +1,9 @@
 """Batched pseudo-label inference, PNG outputs, and scoring against GT where it exists.
 
 Per frame three uint8 PNGs at the working resolution (docs/contracts.md): train ids (19-class models
-only), confidence = round(255 * max softmax), foreground 0/1. With a 19-class model the foreground
+only), confidence = round(255 * max softmax), foreground 0/1. A network run at another size
+(`pseudolabel.height/width`) has its ids nearest- and its max softmax area-resized to the working size
+first (`frames.resize_maps`), and the foreground is derived from the resized ids. With a 19-class model the foreground
 is the SEEM set of train ids (`FOREGROUND_TRAIN_IDS`); with torchvision's 21-class VOC model it is
 "any VOC class" (argmax > 0), as SegDepth did.
 """
@@ -14,13 +16,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from semdepth.data.frames import FrameDataset, write_png
 from semdepth.data.labels import FOREGROUND_LUT, IGNORE, NUM_CLASSES, TRAIN_NAMES
 from semdepth.metrics.segmentation import ConfusionMatrix
 from semdepth.models.deeplab import DeepLab
 from semdepth.progress import track
+from semdepth.pseudolabel.frames import resize_maps
 
 _FG_LUT = torch.from_numpy(FOREGROUND_LUT.astype(np.int64))
 
@@ -36,13 +39,17 @@ def voc_to_foreground(voc: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict(model: DeepLab, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """images [B,3,H,W] in [0,1] -> (train ids uint8 or None for VOC, confidence uint8, foreground uint8)."""
-    amp = images.device.type == "cuda"
+def predict(model: DeepLab, images: torch.Tensor, out_hw: tuple[int, int] | None = None,
+            cpu_bf16: bool = False) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """images [B,3,H,W] in [0,1] -> (train ids uint8 or None for VOC, confidence uint8, foreground uint8),
+    at `out_hw` (None: H x W; resized on the CPU otherwise)."""
+    amp = images.device.type == "cuda" or cpu_bf16
     with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=amp):
         logits = model(images)
     prob = logits.float().softmax(1)
     conf, arg = prob.max(1)
+    if out_hw is not None and tuple(out_hw) != tuple(arg.shape[-2:]):
+        conf, arg = resize_maps(conf, arg, out_hw)
     conf_u8 = (conf * 255).round_().to(torch.uint8)
     if model.voc:
         return None, conf_u8, voc_to_foreground(arg)
@@ -71,6 +78,7 @@ class SplitScores:
                "binary_miou": _f(self.binary.miou()), "binary_accuracy": _f(self.binary.pixel_accuracy())}
         if semantic:
             out.update(self.semantic.summary(TRAIN_NAMES))
+            out["road_iou"] = out["class_iou"]["road"]  # the filter's ground candidates
         return out
 
 
@@ -92,11 +100,15 @@ class InferenceResult:
 
 def run_inference(model: DeepLab, ids: Sequence[str], splits: Sequence[str], images: Sequence[Path],
                   labels: Sequence[Path | None], out_dir: Path, rel_names: Sequence[str], *,
-                  batch_size: int, device: torch.device, num_workers: int = 0) -> InferenceResult:
+                  batch_size: int, device: torch.device, num_workers: int = 0, data: Dataset | None = None,
+                  out_hw: tuple[int, int] | None = None, cpu_bf16: bool = False) -> InferenceResult:
     """Predict every frame, write `<out_dir>/<rel_name>_{trainid,confidence,foreground}.png` and
-    score frames that have a label (grouped by split). Returns one table row per frame."""
+    score frames that have a label (grouped by split). Returns one table row per frame.
+
+    `data` replaces the prepared-frame reader (`FrameDataset(images, labels)`), e.g. raw frames at
+    another size; `out_hw` is then the working size the maps are written at."""
     model.to(device).eval()
-    data = FrameDataset(images, labels)
+    data = FrameDataset(images, labels) if data is None else data
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     scores: dict[str, SplitScores] = {}
@@ -107,7 +119,7 @@ def run_inference(model: DeepLab, ids: Sequence[str], splits: Sequence[str], ima
     for batch in track(loader, "pseudolabel inference", total=batches):
         x = batch["image"].to(device, non_blocking=True)
         t0 = time.perf_counter()
-        trainid, conf, fg = predict(model, x)
+        trainid, conf, fg = predict(model, x, out_hw, cpu_bf16)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         net += time.perf_counter() - t0

@@ -1,30 +1,31 @@
 """Supervised DeepLabV3 training on the labelled source domain (`pseudolabel.weights: train`).
 
 SGD with momentum 0.9, poly learning-rate decay (power 0.9, DeepLab's schedule), pixel-wise cross
-entropy with 255 ignored, scale-crop / flip / colour-jitter augmentation. Why the sampler is a pure
+entropy with 255 ignored (or its class-balanced / OHEM variants, `loss.py`), scale-crop / flip /
+colour-jitter augmentation. Frames come from the prepared root, or from the raw root at
+`pseudolabel.height/width` (`frames.RawFrames`). Why the sampler is a pure
 function of (seed, global sample index) instead of a shuffling DataLoader: results do not depend on
 the number of workers, and a resumed run continues with exactly the batches it would have drawn.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from semdepth import SemdepthError
 from semdepth.config import PseudolabelConfig
-from semdepth.data.frames import read_label, read_rgb
+from semdepth.data.frames import read_label, read_label_u8, read_rgb
 from semdepth.data.seg_augment import SegAugment
 from semdepth.models.deeplab import DeepLab
-from semdepth.progress import bar
-from semdepth.training.guards import check_finite
+from semdepth.pseudolabel.frames import RawFrames
+from semdepth.pseudolabel.loss import LossFn, make_loss, source_weights
+from semdepth.training import loop
+from semdepth.training.loop import TrainResult
 from semdepth.training.loss_log import LossLog
-from semdepth.training.resume import Resumer, rng_state, set_rng_state
+from semdepth.training.resume import Resumer
 
 MOMENTUM = 0.9
 POLY_POWER = 0.9
@@ -40,15 +41,22 @@ def _mix(seed: int, *values: int) -> int:
     return x & 0x7FFFFFFFFFFFFFFF
 
 
+def read_prepared(image: str | Path, label: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prepared frame and its train-id label (what `SourceTrainSet` reads by default)."""
+    return read_rgb(image), read_label(label)
+
+
 class SourceTrainSet(Dataset):
     """Sample j is the augmented frame at global position `start + j` of an endless stream that
     visits every frame once per epoch in a seeded random order."""
 
     def __init__(self, images: Sequence[str | Path], labels: Sequence[str | Path], total: int, seed: int,
-                 augment: SegAugment, crop: tuple[int, int], start: int = 0) -> None:
+                 augment: SegAugment, crop: tuple[int, int], start: int = 0,
+                 read: Callable[[Any, Any], tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
         if len(images) != len(labels) or not images:
             raise ValueError("need the same positive number of images and labels")
         self.images, self.labels = list(images), list(labels)
+        self.read = read or read_prepared
         self.total, self.seed, self.augment, self.crop, self.start = total, seed, augment, crop, start
         self._perms: dict[int, list[int]] = {}
 
@@ -67,7 +75,7 @@ class SourceTrainSet(Dataset):
         i = self.start + j
         k = self.frame_at(i)
         gen = torch.Generator().manual_seed(_mix(self.seed, 2, i))
-        return self.augment(read_rgb(self.images[k]), read_label(self.labels[k]), self.crop, gen)
+        return self.augment(*self.read(self.images[k], self.labels[k]), self.crop, gen)
 
 
 def _fast_batchnorm(model: torch.nn.Module, momentum: float = 0.1) -> None:
@@ -84,25 +92,21 @@ def poly_lr(base: float, step: int, steps: int) -> float:
     return base * (1.0 - step / steps) ** POLY_POWER
 
 
-@dataclass
-class TrainResult:
-    loss_log: LossLog
-    seconds: float
-    steps: int
-    resumed_from: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def steps_per_s(self) -> float:
-        done = self.steps - self.resumed_from
-        return done / self.seconds if self.seconds > 0 else float("nan")
+def training_loss(cfg: PseudolabelConfig, labels: Sequence[str | Path], frames: RawFrames | None) -> LossFn:
+    """`cfg.loss`; the balanced weights count the source labels at the size the network trains on."""
+    if cfg.loss != "balanced":
+        return make_loss(cfg.loss, ohem_keep=cfg.ohem_keep)
+    read = frames.label_u8 if frames is not None else read_label_u8
+    return make_loss("balanced", weights=source_weights([Path(p) for p in labels], read))
 
 
 def train_deeplab(model: DeepLab, images: Sequence[str | Path], labels: Sequence[str | Path],
                   cfg: PseudolabelConfig, crop: tuple[int, int], *, seed: int, device: torch.device,
                   num_workers: int = 0, tracker: Any = None, resumer: Resumer | None = None,
-                  checkpoint_every: int = 100, log_every: int | None = None) -> TrainResult:
-    """Train `model` in place for `cfg.steps` steps; returns the loss curve and timing."""
+                  checkpoint_every: int = 100, log_every: int | None = None,
+                  frames: RawFrames | None = None) -> TrainResult:
+    """Train `model` in place for `cfg.steps` steps; returns the loss curve and timing. With `frames`,
+    `images`/`labels` are raw files read at `frames.hw` (= `crop`)."""
     if model.num_classes != 19:
         raise SemdepthError(f"pseudolabel: training needs a 19-class model, got {model.num_classes}")
     if cfg.batch_size < 2:
@@ -114,41 +118,39 @@ def train_deeplab(model: DeepLab, images: Sequence[str | Path], labels: Sequence
     _fast_batchnorm(model)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=MOMENTUM, weight_decay=cfg.weight_decay)
     log = LossLog(every=log_every or max(1, cfg.steps // 300))
-    start = 0
-    state = resumer.load() if resumer is not None else None
-    if state is not None:
+
+    def load(state: dict) -> None:
         model.net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        log.load(state["loss_rows"])
-        set_rng_state(state["rng"])
-        start = int(state["step"])
+
+    checkpoints = loop.Checkpoints(resumer, checkpoint_every,
+                                   lambda: {"model": model.net.state_dict(), "optimizer": opt.state_dict()}, load)
+    start = loop.resume(checkpoints, log, "pseudolabel train")
     augment = SegAugment(cfg.scale_min, cfg.scale_max, cfg.color_jitter)
     data = SourceTrainSet(images, labels, cfg.steps * cfg.batch_size, seed, augment, crop,
-                          start=start * cfg.batch_size)
+                          start=start * cfg.batch_size, read=None if frames is None else frames.pair)
+    loss_fn = training_loss(cfg, labels, frames)
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda", drop_last=True,
                         generator=torch.Generator().manual_seed(seed),
                         persistent_workers=False)
-    amp = device.type == "cuda"
-    t0 = time.perf_counter()
-    step = start
-    with bar("pseudolabel train", cfg.steps, start=start) as b:
-        for x, y in loader:
-            for g in opt.param_groups:
-                g["lr"] = poly_lr(cfg.lr, step, cfg.steps)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, ignore_index=255)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            value = check_finite(loss, step, "pseudolabel")
-            log.add(step, tracker, loss=value)
-            step += 1
-            b.update(loss=value)
-            if resumer is not None and step % checkpoint_every == 0 and step < cfg.steps:
-                resumer.save({"step": step, "model": model.net.state_dict(), "optimizer": opt.state_dict(),
-                              "loss_rows": log.rows, "rng": rng_state()})
+    amp = device.type == "cuda" or cfg.cpu_bf16
+
+    def forward(i: int, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        for g in opt.param_groups:
+            g["lr"] = poly_lr(cfg.lr, i, cfg.steps)
+        x, y = (t.to(device, non_blocking=True) for t in batch)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        return loss, {"loss": float(loss.detach())}
+
+    def update(i: int, loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    result = loop.train_steps(forward, update, loader, start=start, steps=cfg.steps, name="pseudolabel train",
+                              loss_log=log, checkpoints=checkpoints, tracker=tracker)
     model.eval()
-    return TrainResult(log, time.perf_counter() - t0, step, resumed_from=start)
+    return result

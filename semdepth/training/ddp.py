@@ -37,7 +37,9 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
+    """The module itself, whether or not `wrap` put it inside DistributedDataParallel: the one place
+    that knows how the wrapper holds it (saving, attribute access and state dicts go through here)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 def barrier() -> None:

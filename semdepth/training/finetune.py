@@ -1,4 +1,4 @@
-"""One optimisation step of semi-supervised segmentation (Hoyer et al. 2021; METHOD.md §6).
+"""One optimisation step of semi-supervised segmentation (Hoyer et al. 2021; docs/method.md §7).
 
 Per step:
 1. supervised cross-entropy on the labelled batch (never mixed);
@@ -29,12 +29,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from semdepth.geometry.camera import pose_vec_to_mat
+from semdepth.geometry.camera import source_poses
 from semdepth.losses.reprojection import ObjectiveConfig, self_supervised_loss
 from semdepth.mixing.augment import strong_augment
 from semdepth.mixing.classmix import classmix
 from semdepth.mixing.common import IGNORE, derangement, make_targets, targets_to_labels
 from semdepth.mixing.depthmix import depthmix
+from semdepth.training import ddp
 from semdepth.training.mean_teacher import confidence_weight
 
 GRAD_CLIP = 10.0  # Hoyer's gradient-norm clip
@@ -72,14 +73,6 @@ def seg_ce(out: dict, labels: torch.Tensor, rows: slice) -> torch.Tensor:
     return loss
 
 
-def pose_matrices(axisangle: torch.Tensor, translation: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pose outputs for pairs (prev→cur) then (cur→next), in temporal order as monodepth2 feeds them,
-    -> (T_prev_cur, T_next_cur): target (current) camera to each source camera."""
-    T_prev_cur = pose_vec_to_mat(axisangle[:n], translation[:n], invert=True)
-    T_next_cur = pose_vec_to_mat(axisangle[n:], translation[n:])
-    return T_prev_cur, T_next_cur
-
-
 class FinetuneStep:
     """Computes the step's total loss and its parts; holds what does not change between steps."""
 
@@ -115,8 +108,7 @@ class FinetuneStep:
     def __call__(self, student: nn.Module, teacher: nn.Module | None, b: dict[str, torch.Tensor]
                  ) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
-        core = student.module if hasattr(student, "module") else student
-        multitask = bool(core.multitask)
+        multitask = bool(ddp.unwrap(student).multitask)
         gen = torch.Generator().manual_seed(int(b["mix_seed"]))
         xl, yl = b["l_image"], b["l_label"]
         bl = xl.shape[0]
@@ -158,7 +150,7 @@ class FinetuneStep:
             rows = torch.tensor(depth_rows, device=xl.device)
             disps = {s: d[rows] for s, d in out["disp"].items()}
             n = rows.numel()
-            T_prev, T_next = pose_matrices(*out["pose"], n)
+            T_prev, T_next = source_poses(*out["pose"], n)
             Kd = torch.cat(K).to(xl.device)
             dl = self_supervised_loss(disps, tgt, [prv, nx], [T_prev, T_next], Kd, torch.linalg.inv(Kd),
                                       self.depth_cfg)

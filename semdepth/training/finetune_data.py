@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
 from semdepth.data.frames import read_label, read_rgb
 from semdepth.geometry.camera import flip_intrinsics, intrinsics_matrix
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 IGNORE = 255
 
@@ -39,7 +42,7 @@ class FramePool:
         return len(self.image)
 
     @classmethod
-    def from_rows(cls, rows: "pd.DataFrame", table_dir: Path, use_labels: bool) -> "FramePool":  # noqa: F821
+    def from_rows(cls, rows: pd.DataFrame, table_dir: Path, use_labels: bool) -> FramePool:
         """Manifest rows -> pool; `use_labels=False` drops GT (unlabelled frames must never see it)."""
         from semdepth.io import resolve
 

@@ -17,8 +17,6 @@ import torch
 
 from semdepth.io import atomic_file
 
-RESUME_ROOT = Path("data/.resume")
-
 
 def config_key(config: Any) -> str:
     blob = json.dumps(config, sort_keys=True, default=str).encode()
@@ -26,9 +24,11 @@ def config_key(config: Any) -> str:
 
 
 class Resumer:
-    """`state = r.load()` at start (None if fresh); `r.save(step, state)` every K steps; `r.done()` at end."""
+    """`state = r.load()` at start (None if fresh); `r.save(state)` every K steps; `r.done()` at end.
 
-    def __init__(self, stage: str, config: Any, root: Path = RESUME_ROOT) -> None:
+    `root` holds one directory per job (the stages pass semdepth/layout.py's RESUME_ROOT)."""
+
+    def __init__(self, stage: str, config: Any, root: Path) -> None:
         self.dir = Path(root) / f"{stage}-{config_key(config)}"
         self.path = self.dir / "last.pt"
 

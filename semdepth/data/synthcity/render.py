@@ -44,11 +44,24 @@ def snippet_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def make_scene(cfg, split: str, index: int) -> Scene:
-    """The world of snippet `index` of `split` (cfg: SynthConfig)."""
+    """The world of snippet `index` of `split` (cfg: SynthConfig).
+
+    The street spans `synth.frame_offsets` in every split, val too (whatever `val_frame_offsets`
+    renders of it), so a val snippet's annotated frame does not depend on `val_frame_offsets`.
+    """
     city, seq = snippet_name(split, index)
-    before = max(0, -min(cfg.frame_offsets)) / cfg.fps
+    before, after = max(0, -min(cfg.frame_offsets)) / cfg.fps, max(0, max(cfg.frame_offsets)) / cfg.fps
     return build_scene(split, index, city, seq, snippet_rng(cfg.seed, split, index), style_for(split),
-                       (cfg.speed_min, cfg.speed_max), cfg.lead_car_share, before)
+                       (cfg.speed_min, cfg.speed_max), cfg.lead_car_share, before,
+                       lead_rel_speed=cfg.lead_car_rel_speed, lead_cars_max=cfg.lead_cars_max, n_after=after)
+
+
+def split_offsets(cfg, split: str) -> list[int]:
+    """Frame offsets rendered for `split`, sorted: `source` only the annotated frame, `val`
+    `synth.val_frame_offsets` (evaluation reads offset 0 only), `train` `synth.frame_offsets`."""
+    if split == "source":
+        return [0]
+    return sorted(cfg.val_frame_offsets if split == "val" else cfg.frame_offsets)
 
 
 def render_frame(scene: Scene, intr: Intrinsics, offset: int, fps: float, cam_dirs: np.ndarray | None = None,
@@ -118,11 +131,11 @@ def render_frame(scene: Scene, intr: Intrinsics, offset: int, fps: float, cam_di
 
 
 def render_snippet(cfg, split: str, index: int, offsets: list[int] | None = None) -> tuple[Scene, list[Frame]]:
-    """All frames of one snippet (`offsets` defaults to cfg.frame_offsets; `source` renders offset 0 only)."""
+    """All frames of one snippet (`offsets` defaults to `split_offsets(cfg, split)`)."""
     scene = make_scene(cfg, split, index)
     intr = Intrinsics.cityscapes(cfg.height, cfg.width)
     if offsets is None:
-        offsets = [0] if split == "source" else sorted(cfg.frame_offsets)
+        offsets = split_offsets(cfg, split)
     rays = intr.camera_rays()
     hood = shading.hood_mask(cfg.height, cfg.width)
     return scene, [render_frame(scene, intr, o, cfg.fps, rays, hood) for o in offsets]
@@ -138,4 +151,4 @@ def disparity_png(depth: np.ndarray, baseline: float, fx: float) -> np.ndarray:
 
 
 __all__ = ["ANNOTATED_FRAME", "CITIES", "Frame", "disparity_png", "make_scene", "render_frame", "render_snippet",
-           "snippet_name"]
+           "snippet_name", "split_offsets"]

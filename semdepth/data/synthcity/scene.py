@@ -116,6 +116,10 @@ class SceneBuilder:
             self.objs[k].append(val)
         return len(self.objs["s"]) - 1
 
+    def set_speed(self, obj: int, v: float) -> None:
+        """Change an object's speed after its parts were drawn (a draw that must come last in the stream)."""
+        self.objs["v"][obj] = v
+
     def part(self, obj: int, kind: int, off, half, label: str, mat: int, color, prm=(0, 0, 0, 0),
              seed: int = 0) -> None:
         for k, val in zip(self.parts, (obj, kind, off, half, L[label], mat, color, prm, seed)):

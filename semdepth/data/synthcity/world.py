@@ -83,8 +83,15 @@ def _lots(b: SceneBuilder, rng: np.random.Generator, style: Style, side: int, ed
 
 
 def build_scene(split: str, index: int, city: str, sequence: int, rng: np.random.Generator, style: Style,
-                speed_range: tuple[float, float], lead_car_share: float, n_before: float) -> Scene:
-    """Draw one snippet's street. `n_before`: seconds before the annotated frame that are rendered."""
+                speed_range: tuple[float, float], lead_car_share: float, n_before: float,
+                lead_rel_speed: float = 0.0, lead_cars_max: int = 1, n_after: float = 0.0) -> Scene:
+    """Draw one snippet's street. `n_before`, `n_after`: seconds before and after the annotated
+    frame that are rendered.
+
+    `lead_rel_speed` (m/s) and `lead_cars_max` shape the traffic of lead-car snippets (see
+    `_near_ego_traffic`); their draws come after every other one, so with the defaults (0, 1) the
+    street is the one earlier versions drew.
+    """
     straight = rng.random() < 0.45
     curvature = 0.0 if straight else float(rng.choice([-1, 1]) / rng.uniform(150.0, 600.0))
     road = Road(curvature)
@@ -163,8 +170,9 @@ def build_scene(split: str, index: int, city: str, sequence: int, rng: np.random
     # traffic
     lead = rng.random() < lead_car_share
     lead_gap = rng.uniform(9.0, 20.0)
+    lead_obj = -1
     if lead:
-        add_car(b, rng, style, "lead", lead_gap, traj.lateral, speed, False, True)
+        lead_obj = add_car(b, rng, style, "lead", lead_gap, traj.lateral, speed, False, True)
     else:
         if rng.random() < 0.5:  # a car ahead in our lane at another speed
             add_car(b, rng, style, "ahead", rng.uniform(25.0, 80.0), lane / 2, speed * rng.uniform(0.4, 0.9),
@@ -180,25 +188,70 @@ def build_scene(split: str, index: int, city: str, sequence: int, rng: np.random
         else:
             add_car(b, rng, style, "oncoming", s0, -lane / 2, v, True, True)
 
+    looks = _light_and_looks(rng, style)
+    rel_speeds = (_near_ego_traffic(b, rng, style, lead_obj, lead_gap, lane, speed, lead_rel_speed, lead_cars_max,
+                                    max(n_before, n_after)) if lead else [])
     objects, parts = b.build()
+    elevation = looks.pop("sun_elevation_deg")
+    scene = Scene(
+        split=split, index=index, city=city, sequence=sequence, road=road, lane=lane, parking=parking,
+        road_half=road_half, lawn=lawn, sidewalk=sidewalk, kerb=kerb, zones=zones, crosswalk=crosswalk, traj=traj,
+        lead_car=lead, objects=objects, parts=parts, **looks,
+        meta={"curvature": curvature, "camera_height": traj.height, "lead_gap": lead_gap if lead else 0.0,
+              "sun_elevation_deg": elevation, "lead_rel_speeds": rel_speeds})
+    return scene
 
+
+def _light_and_looks(rng: np.random.Generator, style: Style) -> dict:
+    """Sun, sky, ambient light, camera response and surface colours of one snippet (Scene fields).
+
+    The draws are in the order earlier versions made them, right after the traffic: the streets of a
+    given seed stay the same.
+    """
     elev = math.radians(rng.uniform(*style.sun_elevation))
     azim = rng.uniform(0, 2 * math.pi)
     sun = np.array([math.cos(elev) * math.cos(azim), math.cos(elev) * math.sin(azim), math.sin(elev)])
     tint = np.asarray(style.sun_tint)
     overcast = rng.random() < 0.2
-    scene = Scene(
-        split=split, index=index, city=city, sequence=sequence, road=road, lane=lane, parking=parking,
-        road_half=road_half, lawn=lawn, sidewalk=sidewalk, kerb=kerb, zones=zones, crosswalk=crosswalk, traj=traj,
-        lead_car=lead, sun=sun, sun_color=tint * (0.45 if overcast else 1.0) * rng.uniform(0.9, 1.1),
-        sky_zenith=jitter(rng, style.sky_zenith, 0.1) if not overcast else np.array([0.62, 0.64, 0.68]),
-        sky_horizon=jitter(rng, style.sky_horizon, 0.06) if not overcast else np.array([0.78, 0.79, 0.8]),
-        ambient=rng.uniform(0.45, 0.6) if overcast else rng.uniform(0.3, 0.42),
-        exposure=rng.uniform(*style.exposure), white_balance=1.0 + rng.uniform(-0.05, 0.05, 3),
-        fog=rng.uniform(250.0, 700.0), road_color=jitter(rng, (0.22, 0.22, 0.23), 0.15),
-        sidewalk_color=jitter(rng, pick(rng, style.sidewalks), 0.05), grass_color=jitter(rng, style.grass, 0.1),
-        hood_color=jitter(rng, (0.12, 0.12, 0.13), 0.3), tex_seed=int(rng.integers(1 << 30)),
-        noise_seed=int(rng.integers(1 << 30)), objects=objects, parts=parts,
-        meta={"curvature": curvature, "camera_height": traj.height, "lead_gap": lead_gap if lead else 0.0,
-              "sun_elevation_deg": math.degrees(elev)})
-    return scene
+    out = {"sun": sun, "sun_color": tint * (0.45 if overcast else 1.0) * rng.uniform(0.9, 1.1)}
+    out["sky_zenith"] = jitter(rng, style.sky_zenith, 0.1) if not overcast else np.array([0.62, 0.64, 0.68])
+    out["sky_horizon"] = jitter(rng, style.sky_horizon, 0.06) if not overcast else np.array([0.78, 0.79, 0.8])
+    out["ambient"] = rng.uniform(0.45, 0.6) if overcast else rng.uniform(0.3, 0.42)
+    out["exposure"] = rng.uniform(*style.exposure)
+    out["white_balance"] = 1.0 + rng.uniform(-0.05, 0.05, 3)
+    out["fog"] = rng.uniform(250.0, 700.0)
+    out["road_color"] = jitter(rng, (0.22, 0.22, 0.23), 0.15)
+    out["sidewalk_color"] = jitter(rng, pick(rng, style.sidewalks), 0.05)
+    out["grass_color"] = jitter(rng, style.grass, 0.1)
+    out["hood_color"] = jitter(rng, (0.12, 0.12, 0.13), 0.3)
+    out["tex_seed"] = int(rng.integers(1 << 30))
+    out["noise_seed"] = int(rng.integers(1 << 30))
+    out["sun_elevation_deg"] = math.degrees(elev)
+    return out
+
+
+def _near_ego_traffic(b: SceneBuilder, rng: np.random.Generator, style: Style, lead_obj: int, lead_gap: float,
+                      lane: float, speed: float, rel_speed: float, cars_max: int, seconds: float) -> list[float]:
+    """Give the lead car a speed near the ego speed and queue more such cars ahead of it; their
+    relative speeds (m/s, nearest car first).
+
+    Why: a car at exactly the ego speed does not move in the image, so the identity warp explains it
+    as well as any depth and auto-masking removes it from the loss. Real lead cars drive at *nearly*
+    the ego speed; in some of their pixels a far-depth warp beats the identity, and that is how the
+    self-supervised depth learns to put them at infinity. Each car's relative speed is uniform in
+    [-rel_speed, +rel_speed]. The street has one lane per direction, so the other cars queue ahead
+    in the ego lane, 9-20 m apart plus room for their relative drift in the rendered frames, which
+    lie at most `seconds` from the annotated one.
+    Everything here is drawn after every other draw of the snippet, so rel_speed 0 and cars_max 1
+    leave the street as it was.
+    """
+    rel = [rel_speed * rng.uniform(-1.0, 1.0) + 0.0]  # + 0.0: rel_speed 0 gives 0.0, never -0.0
+    b.set_speed(lead_obj, speed + rel[0])
+    n_cars = int(rng.integers(1, cars_max + 1)) if cars_max > 1 else 1
+    s = lead_gap
+    for _ in range(n_cars - 1):
+        s += rng.uniform(9.0, 20.0) + 2.0 * rel_speed * seconds
+        lateral = lane / 2 + rng.uniform(-0.25, 0.25)
+        rel.append(rel_speed * rng.uniform(-1.0, 1.0) + 0.0)
+        add_car(b, rng, style, "lead", s, lateral, speed + rel[-1], False, True)
+    return rel

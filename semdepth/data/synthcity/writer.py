@@ -28,6 +28,10 @@ SPLITS = ("train", "val", "source")
 NUM_IDS = 34  # Cityscapes label ids 0..33
 SNIPPET_COLUMNS = ["split", "city", "sequence", "lead_car", "speed", "camera_height", "curvature", "frames",
                    "first_frame", "last_frame"]
+# Relative speeds (m/s, ';'-separated, nearest lead car first; empty without a lead car). Written only
+# when lead cars are not exactly at the ego speed or may be several, so that with the defaults
+# snippets.csv stays byte-identical to earlier versions (and DVC keeps every later stage cached).
+LEAD_SPEEDS_COLUMN = "lead_rel_speeds"
 
 _COLOR_LUT = np.zeros((256, 3), np.uint8)  # label id -> RGB colour (cityscapesscripts)
 for _lab in labels:
@@ -37,6 +41,12 @@ for _lab in labels:
 
 def snippet_counts(cfg) -> dict[str, int]:
     return {"train": cfg.train_snippets, "val": cfg.val_snippets, "source": cfg.source_snippets}
+
+
+def snippet_columns(cfg) -> list[str]:
+    """Columns of snippets.csv: the lead cars' relative speeds only where they can be non-zero."""
+    near_ego = cfg.lead_car_rel_speed > 0 or cfg.lead_cars_max > 1
+    return SNIPPET_COLUMNS + [LEAD_SPEEDS_COLUMN] if near_ego else list(SNIPPET_COLUMNS)
 
 
 def resolve_workers(requested: int, jobs: int) -> int:
@@ -109,7 +119,9 @@ def write_snippet(cfg, root: Path, split: str, index: int) -> dict:
             _png(path("disparity", fid, "_disparity.png"), disparity_png(fr.depth, BASELINE, intr.fx))
             counts += np.bincount(fr.label.reshape(-1), minlength=NUM_IDS)[:NUM_IDS]
     offsets = [fr.offset for fr in frames]
+    rel_speeds = ";".join(f"{v:.4f}" for v in scene.meta["lead_rel_speeds"])
     return {"split": split, "city": city, "sequence": seq, "lead_car": int(scene.lead_car),
+            LEAD_SPEEDS_COLUMN: rel_speeds,
             "speed": round(scene.traj.speed, 4), "camera_height": round(scene.traj.height, 4),
             "curvature": round(scene.road.curvature, 6), "frames": len(frames),
             "first_frame": ANNOTATED_FRAME + min(offsets), "last_frame": ANNOTATED_FRAME + max(offsets),
@@ -162,7 +174,7 @@ def write_dataset(cfg, root: str | Path, workers: int | None = None, progress: b
     order = {s: k for k, s in enumerate(SPLITS)}
     rows.sort(key=lambda r: (order[r["split"]], r["_index"]))
     with (root / "snippets.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=SNIPPET_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=snippet_columns(cfg), extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
     counts = sum((r["_counts"] for r in rows), np.zeros(NUM_IDS, np.int64))

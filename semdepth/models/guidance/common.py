@@ -1,4 +1,4 @@
-"""Pieces shared by the guidance options: config access, the foreground target, the BCE term."""
+"""Pieces shared by the guidance options: the foreground target, the BCE term, the SEEM point count."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -10,11 +10,6 @@ from semdepth import SemdepthError
 
 FOREGROUND = "foreground"  # batch key: binary pseudo-label [B,1,H,W] float 0/1 (pseudolabels.parquet)
 SEEM_REFERENCE_AREA = 640 * 192  # sde.seem_points is given at the SEEM paper's resolution
-
-
-def cfg_get(cfg: Any, key: str) -> Any:
-    """SdeConfig object or its dict form (checkpoints store the dict)."""
-    return cfg[key] if isinstance(cfg, Mapping) else getattr(cfg, key)
 
 
 def foreground_target(batch: Mapping[str, Any] | None, size: tuple[int, int], required: bool = True

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from semdepth import SemdepthError
 from semdepth.models.depth_decoder import DepthDecoder
+from semdepth.models.depth_net import DepthNet
 from semdepth.models.encoder import ResnetEncoder
-from semdepth.models.sde import DepthNet
 
 _GUIDE_PAD = {"reflect": "reflect", "replicate": "replicate", "zeros": "replicate", "circular": "circular"}
 

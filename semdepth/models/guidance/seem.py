@@ -6,7 +6,7 @@ encoder, depth-decoder and semantic-decoder features there, runs a point-wise ML
 back into the last depth features before the final conv, so the network gets an explicit, cheap
 channel for "this is a border" where it matters.
 
-Pieces (METHOD.md §3; reference/sde_anchors.md §5):
+Pieces (docs/method.md §4.3):
 - `sample_edge_points`: Sobel on the binary mask; 40% top responses, 40% of those jittered by up to
   ±3 px, 20% uniform random; N = sde.seem_points at 640x192, scaled with the image area.
 - `SemanticDecoder`: a binary semantic decoder on the shared encoder (same U-Net body as depth),
@@ -28,9 +28,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from semdepth.models.depth_decoder import ConvBlock, DepthDecoder, Head, UNetDecoder
+from semdepth.models.depth_net import DepthNet
 from semdepth.models.encoder import ResnetEncoder
 from semdepth.models.guidance.common import FOREGROUND, foreground_bce, foreground_target, seem_point_count
-from semdepth.models.sde import DepthNet
 
 EDGE_FRACTION = 0.4  # μ: top edge responses; the same number again jittered; the rest uniform
 JITTER = 3  # c: ±px of the jittered points (SEEM A.2: 87.8% of points within 3 px of the GT border)

@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 
 from semdepth.models.depth_decoder import ConvBlock, DepthDecoder, Head
+from semdepth.models.depth_net import DepthNet
 from semdepth.models.encoder import ResnetEncoder
 from semdepth.models.guidance.common import FOREGROUND, foreground_bce, foreground_target
-from semdepth.models.sde import DepthNet
 
 HEAD_PREFIX = "seg_head."
 
