@@ -86,24 +86,34 @@ def _dig(d: Any, dotted: str) -> Any:
     return d
 
 
-def _rows(node: Any) -> Iterable[dict]:
-    """Every experiment/commit record in `dvc exp show --json` output (format varies by version)."""
+# executor states of experiments that have not finished: their listed metrics are the baseline's copy
+PENDING = ("queued", "running")
+
+
+def _rows(node: Any, state: str | None = None) -> Iterable[tuple[dict, str | None]]:
+    """(record, executor state) for every experiment/commit record in `dvc exp show --json` output
+    (format varies by version). DVC 3 puts the state ("queued", "running", "success", "failed") on the
+    experiment node around the record; commits and the workspace have none."""
     if isinstance(node, list):
         for item in node:
-            yield from _rows(item)
+            yield from _rows(item, state)
     elif isinstance(node, dict):
+        executor = node.get("executor")
+        if isinstance(executor, dict) and executor.get("state"):
+            state = str(executor["state"])
         if "rev" in node and "data" in node:
-            yield node
+            yield node, state
         for key in ("experiments", "revs"):
             if key in node and node[key]:
-                yield from _rows(node[key])
+                yield from _rows(node[key], state)
 
 
 def table_from_exp_show(records: Any) -> list[dict]:
     out = []
-    for rec in _rows(records):
+    for rec, state in _rows(records):
         data = rec.get("data") or {}
-        metrics = data.get("metrics") or {}
+        # a queued or running experiment lists the workspace's metrics as its own: show none
+        metrics = {} if state in PENDING else data.get("metrics") or {}
         params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
         rev = str(rec.get("rev"))
         short = rev[:7] if all(c in "0123456789abcdef" for c in rev) else rev  # sha or "workspace"
@@ -115,6 +125,7 @@ def table_from_exp_show(records: Any) -> list[dict]:
         row["mix"] = _dig(params, "finetune.mix")
         row["select"] = _dig(params, "select.method")
         row["guidance"] = _dig(params, "sde.guidance")
+        row["state"] = state or "–"
         out.append(row)
     return out
 
@@ -145,6 +156,8 @@ def ablation_results(rows: list[dict], metric: str) -> list[tuple[str, float | N
         if split_name(name)[0] not in ALL or name in seen:
             continue
         seen.add(name)
+        if r.get("state") in PENDING:
+            continue  # an unfinished run is neither a result nor a failure: the table names it missing
         v = r.get(metric)
         out.append((name, float(v) if isinstance(v, (int, float)) else None))
     return out

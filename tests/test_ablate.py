@@ -87,3 +87,23 @@ def test_ablate_seeds_queues_one_experiment_per_seed(monkeypatch) -> None:
     assert "finetune.seed=43" in queued[1] and "sde.seed=42" in queued[2] and "finetune.seed=42" in queued[2]
     with pytest.raises(SemdepthError, match="--seeds"):
         queue_ablations(["transfer"], run=False, jobs=1, seeds="x")
+
+
+def test_report_ignores_queued_and_running_experiments_metrics(tmp_path) -> None:
+    """dvc exp show lists an unfinished experiment with the workspace's metrics: they must not count."""
+    from stages.ablate import summary_markdown
+
+    def node(name: str, miou: float, state: str) -> dict:
+        return {"name": name, "executor": {"state": state}, "revs": [_seeded(name, miou)]}
+
+    exps = [node("scratch-s42", 0.30, "success"), node("scratch-s43", 0.32, "success"),
+            node("scratch-s44", 0.99, "running"), node("transfer-s42", 0.33, "success"),
+            node("transfer-s43", 0.99, "queued"), node("transfer-s44", 0.35, "success")]
+    rows = table_from_exp_show([{**_record("abc1234def", "main", 0.2, "depthmix"), "experiments": exps}])
+    by_name = {r["experiment"]: r for r in rows}
+    assert by_name["scratch-s44"]["mIoU"] is None and by_name["scratch-s44"]["state"] == "running"
+    assert by_name["scratch-s42"]["mIoU"] == 0.30 and by_name["scratch-s42"]["state"] == "success"
+    md = summary_markdown(rows, "mIoU", "scratch", None, None)
+    assert "| scratch | 0.3100 ± 0.0141 | 2 | 42,43 | (reference) |" in md
+    assert "| transfer | 0.3400 ± 0.0141 | 2 | 42,44 |" in md and "0.0300 (n=1)" in md
+    assert "44 (missing)" in md and "43 (missing)" in md
