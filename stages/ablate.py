@@ -163,6 +163,11 @@ def ablation_results(rows: list[dict], metric: str) -> list[tuple[str, float | N
     return out
 
 
+def _is_segmentation(metric: str) -> bool:
+    key = next(k for title, _, k in COLUMNS if title == metric)
+    return key == "miou" or key.startswith("segmentation.")
+
+
 def default_reference(variants: list[str]) -> str | None:
     """Hoyer's baselines: scratch for the segmentation ablations, no guidance for the depth ones."""
     return next((v for v in ("scratch", "guidance-none") if v in variants), None)
@@ -198,7 +203,8 @@ def summary_markdown(rows: list[dict], metric: str, reference: str | None, figur
         raise SemdepthError(f"--reference: no experiment of ablation {reference!r} found "
                             f"(have: {', '.join(dict.fromkeys(variants)) or 'none'})")
     reference = reference or default_reference(variants)
-    summaries = summarise(results, reference=reference)
+    # a share of the oracle means something for segmentation only: the oracle's depth is the default's
+    summaries = summarise(results, reference=reference, oracle="oracle" if _is_segmentation(metric) else None)
     if figure is not None and any(s.n for s in summaries):
         save_bar_chart(figure, summaries, metric)
     if csv is not None and summaries:

@@ -107,3 +107,15 @@ def test_report_ignores_queued_and_running_experiments_metrics(tmp_path) -> None
     assert "| scratch | 0.3100 ± 0.0141 | 2 | 42,43 | (reference) |" in md
     assert "| transfer | 0.3400 ± 0.0141 | 2 | 42,44 |" in md and "0.0300 (n=1)" in md
     assert "44 (missing)" in md and "43 (missing)" in md
+
+
+def test_report_gives_a_share_of_the_oracle_for_segmentation_metrics_only() -> None:
+    from stages.ablate import summary_markdown
+
+    exps = [_seeded("scratch-s42", 0.30), _seeded("scratch-s43", 0.32), _seeded("oracle-s42", 0.40),
+            _seeded("oracle-s43", 0.40)]
+    rows = table_from_exp_show([{**_record("abc1234def", "main", 0.2, "none"), "experiments": [{"revs": exps}]}])
+    assert "77.5%" in summary_markdown(rows, "mIoU", None)
+    depth = summary_markdown(rows, "AbsRel s1", None)
+    oracle_row = next(line for line in depth.splitlines() if line.startswith("| oracle |"))
+    assert "100.0%" not in depth and oracle_row.endswith("| – | – |")  # no share column value
