@@ -157,6 +157,9 @@ class SdeConfig:
     min_depth: float = num(0.1, 0.0, 1e4, lo_open=True)
     max_depth: float = num(100.0, 0.0, 1e5, lo_open=True)
     smoothness: float = num(1e-3, 0.0, 10.0)
+    # monodepth2's auto-mask: a pixel counts only where a warped source beats the unwarped one. Off, objects
+    # moving with the camera pull depth towards infinity (the artifact the two-stage filter targets).
+    automask: bool = True
     pose_forward_init: float = num(0.03, 0.0, 10.0)  # initial forward translation per frame (0 = monodepth2)
     # photometric sources, frame offsets from the target: [-1, 1] (monodepth2); [-2, 2] a wider stride;
     # [-2, -1, 1, 2] all four, min over them. Each must be prepared (data.frame_offsets).

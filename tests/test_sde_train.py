@@ -207,6 +207,25 @@ def test_a_step_with_four_sources_is_finite(wide_manifest):
     assert all(torch.isfinite(p.grad).all() for p in depth.parameters() if p.grad is not None)
 
 
+def test_sde_automask_param_reaches_the_objective(manifest):
+    """sde.automask false: no pixel is left to an identity error, and the photometric term can only grow
+    (the per-pixel minimum runs over fewer candidates)."""
+    from torch.utils.data import default_collate
+
+    ds = TripletDataset(manifest, flip_prob=0.0, jitter_prob=0.0)
+    batch = default_collate([ds[(i, 0)] for i in range(2)])
+    out = {}
+    for automask in (True, False):
+        cfg = _cfg(automask=automask)
+        assert objective_config(cfg).automask is automask
+        torch.manual_seed(0)
+        depth, pose = build_depth_net(cfg), build_pose_net(cfg)
+        with torch.no_grad():
+            out[automask] = step_losses(depth, pose, batch, objective_config(cfg))
+    assert float(out[True]["automask"]) > 0 and float(out[False]["automask"]) == 0
+    assert float(out[False]["photometric"]) > float(out[True]["photometric"])
+
+
 def test_trainer_with_wide_sources_trains(wide_manifest, tmp_path):
     ds = TripletDataset(wide_manifest, source_offsets=[-2, 2])
     torch.manual_seed(0)

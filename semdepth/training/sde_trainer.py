@@ -42,7 +42,8 @@ log = get_logger("semdepth.sde")
 
 
 def objective_config(cfg: SdeConfig, **overrides: Any) -> ObjectiveConfig:
-    return ObjectiveConfig(min_depth=cfg.min_depth, max_depth=cfg.max_depth, smoothness=cfg.smoothness, **overrides)
+    return ObjectiveConfig(min_depth=cfg.min_depth, max_depth=cfg.max_depth, smoothness=cfg.smoothness,
+                           automask=cfg.automask, **overrides)
 
 
 def to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bool = False) -> dict:
