@@ -133,6 +133,9 @@ def bench_e2e(name: str, h: int, w: int, frames: int, batch: int) -> None:
 #: pseudolabel.* overrides of the default profile per variant (append `+bf16` for cpu_bf16: true).
 VARIANTS: dict[str, dict] = {
     "r64": {},  # today's default: 64x128 (the working resolution), stride 16, 200 steps, ce
+    "r64_bal": {"loss": "balanced"},
+    "r64_ohem": {"loss": "ohem"},
+    "r64_s400": {"steps": 400},
     "r96": {"height": 96, "width": 192},
     "r128": {"height": 128, "width": 256},
     "r128_s300": {"height": 128, "width": 256, "steps": 300},
