@@ -6,8 +6,7 @@ and the pixel gives no gradient. Whether the stage-1 network can learn the "car 
 artifact at all depends on that share, so this probe measures it on the prepared training triplets:
 for a stage-1 checkpoint (and a freshly initialised network of the same config, the state at step 0)
 it runs the stage's own objective (`semdepth.losses.reprojection`) without augmentation and reports,
-per group of pixels, the share where an identity error wins (no gradient) and the mean photometric
-error of the best warped source and of the best identity source.
+per group of pixels, the share where an identity error wins (no gradient).
 
 Groups: moving pixels of lead-car frames (the lead cars and any other moving object of those frames),
 moving pixels of clean frames, and static pixels of all frames (hood rows excluded).
@@ -32,12 +31,12 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from torch.utils.data import default_collate  # noqa: E402
+
 from semdepth.data.frames import read_label_u8  # noqa: E402
 from semdepth.data.sequence import TripletDataset  # noqa: E402
 from semdepth.io import read_table, resolve  # noqa: E402
-from semdepth.losses.photometric import photometric_error  # noqa: E402
-from semdepth.losses.reprojection import identity_errors, warp_sources  # noqa: E402
-from semdepth.geometry.depth import disp_to_depth  # noqa: E402
+from semdepth.losses.reprojection import ObjectiveConfig, self_supervised_loss  # noqa: E402
 from semdepth.models.sde import build_depth_net, build_pose_net, load_sde  # noqa: E402
 from semdepth.training.sde_trainer import pair_poses, pose_inputs  # noqa: E402
 
@@ -45,50 +44,34 @@ GROUPS = ("lead_moving", "clean_moving", "static")
 
 
 @torch.no_grad()
-def frame_errors(depth_net, pose_net, batch: dict, offsets, cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(best warped error, best identity error) at scale 0, each [B,H,W], as the objective computes them."""
+def identity_wins(depth_net, pose_net, batch: dict, offsets, cfg: dict) -> torch.Tensor:
+    """[B,H,W] bool: where an unwarped source wins the objective's per-pixel minimum at scale 0 (the
+    objective itself, `semdepth.losses.reprojection`, run on the full-resolution disparity)."""
     disp = depth_net(batch["aug_0"], batch)["disp"][0]
-    _, depth = disp_to_depth(disp, float(cfg["min_depth"]), float(cfg["max_depth"]))
     axisangle, translation = pose_net(*pose_inputs(batch, offsets, float(cfg.get("pose_scale", 1.0))))
     poses = pair_poses(axisangle, translation, offsets, disp.shape[0])
-    sources = [batch[f"color_{o}"] for o in offsets]
-    warped = warp_sources(depth, sources, poses, batch["K"], batch["inv_K"])  # [S,B,3,H,W]
-    target = batch["color_0"]
-    err = torch.stack([photometric_error(w, target)[:, 0] for w in warped], 1)  # [B,S,H,W]
-    ident = identity_errors(target, sources, noise=False)  # [B,S,H,W]
-    return err.min(1).values, ident.min(1).values
+    # automask on whatever the checkpoint was trained with: the question is where the mask would cut
+    ocfg = ObjectiveConfig(float(cfg["min_depth"]), float(cfg["max_depth"]), float(cfg["smoothness"]), automask=True)
+    terms = self_supervised_loss({0: disp}, batch["color_0"], [batch[f"color_{o}"] for o in offsets], poses,
+                                 batch["K"], batch["inv_K"], ocfg)
+    return terms["identity_mask"][:, 0]
 
 
 def measure(depth_net, pose_net, cfg: dict, ds: TripletDataset, lead: np.ndarray, moving: list[Path],
             hood_rows: int, batch: int = 16) -> dict[str, dict]:
-    acc = {g: {"px": 0, "identity_wins": 0, "warp_err": 0.0, "identity_err": 0.0} for g in GROUPS}
-    offsets = ds.source_offsets
+    acc = {g: [0, 0] for g in GROUPS}  # pixels, pixels where identity wins
     for start in range(0, len(ds), batch):
         idx = list(range(start, min(start + batch, len(ds))))
-        items = [ds[(i, 0)] for i in idx]
-        b = {k: torch.stack([it[k] for it in items]) for k in items[0] if isinstance(items[0][k], torch.Tensor)}
-        warp, ident = frame_errors(depth_net, pose_net, b, offsets, cfg)
+        wins = identity_wins(depth_net, pose_net, default_collate([ds[(i, 0)] for i in idx]), ds.source_offsets, cfg)
         for j, i in enumerate(idx):
             mv = torch.from_numpy(read_label_u8(moving[i]) > 0)
             valid = torch.ones_like(mv)
-            if hood_rows:
-                valid[-hood_rows:] = False
-            masks = {"lead_moving": mv & valid if lead[i] else torch.zeros_like(mv),
-                     "clean_moving": mv & valid if not lead[i] else torch.zeros_like(mv),
-                     "static": ~mv & valid}
-            for g, m in masks.items():
-                if m.any():
-                    a = acc[g]
-                    a["px"] += int(m.sum())
-                    a["identity_wins"] += int((ident[j][m] < warp[j][m]).sum())
-                    a["warp_err"] += float(warp[j][m].sum())
-                    a["identity_err"] += float(ident[j][m].sum())
-    out = {}
-    for g, a in acc.items():
-        n = max(a["px"], 1)
-        out[g] = {"pixels": a["px"], "identity_wins_share": a["identity_wins"] / n,
-                  "warp_error_mean": a["warp_err"] / n, "identity_error_mean": a["identity_err"] / n}
-    return out
+            valid[mv.shape[0] - hood_rows:] = False
+            group = "lead_moving" if lead[i] else "clean_moving"
+            for g, m in ((group, mv & valid), ("static", ~mv & valid)):
+                acc[g][0] += int(m.sum())
+                acc[g][1] += int(wins[j][m].sum())
+    return {g: {"pixels": px, "identity_wins_share": won / max(px, 1)} for g, (px, won) in acc.items()}
 
 
 def main() -> None:
@@ -100,7 +83,6 @@ def main() -> None:
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     os.chdir(args.workdir)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     manifest_path = Path("data/prepared/manifest.parquet")
     net, pose, cfg = load_sde(args.model)
     offsets = [int(o) for o in cfg["source_offsets"]]
