@@ -36,6 +36,16 @@ def lst(default: list) -> Any:
     return field(default_factory=lambda: list(default))
 
 
+def check_crop_size(key: str, height: int, width: int) -> None:
+    """A training crop is off (0 x 0) or both sides set, each a multiple of the networks' stride 32, >= 64."""
+    if (height == 0) != (width == 0):
+        raise ConfigError(f"{key}.crop_height/crop_width: set both (or both 0 for whole frames), got {height}x{width}")
+    for side, v in (("crop_height", height), ("crop_width", width)):
+        if v % 32 or 0 < v < 64:
+            raise ConfigError(f"{key}.{side}: {v} is not a multiple of 32 of at least 64 (the encoder's stride 32; "
+                              f"the decoder's reflection padding needs 2 pixels at that level)")
+
+
 # --------------------------------------------------------------------------------------------
 # Groups. Field names are the YAML keys.
 # --------------------------------------------------------------------------------------------
@@ -165,6 +175,9 @@ class SdeConfig:
     # [-2, -1, 1, 2] all four, min over them. Each must be prepared (data.frame_offsets).
     source_offsets: list[int] = lst([-1, 1])
     pose_scale: float = num(1.0, 0.0, 1.0, lo_open=True)  # pose-net input size / image size (area-resized)
+    # random training crops, both 0 = whole frames (Hoyer: 512x512 of 1024x512); multiples of 32
+    crop_height: int = num(0, 0, 8192)
+    crop_width: int = num(0, 0, 8192)
     flip_prob: float = num(0.5, 0.0, 1.0)
     jitter_prob: float = num(0.5, 0.0, 1.0)
     phase1_steps: int = num(0, 0, 10_000_000)  # pretrained encoder only: steps with the encoder frozen
@@ -183,6 +196,7 @@ class SdeConfig:
         if 0 in offs or len(set(offs)) != len(offs) or list(offs) != sorted(offs):
             raise ConfigError(f"{key}.source_offsets: must be distinct non-zero frame offsets in increasing order "
                               f"(e.g. [-1, 1]), got {offs}")
+        check_crop_size(key, self.crop_height, self.crop_width)
         if self.architecture == "aspp" and self.guidance == "seem":
             raise ConfigError(f"{key}.guidance: seem is implemented for architecture unet only (its semantic "
                               f"decoder and attention assume the U-Net widths)")
@@ -243,7 +257,13 @@ class FinetuneConfig:
     depth_weight: float = num(1.0, 0.0, 100.0)  # self-supervised depth loss in multi-task mode
     checkpoint_every: int = num(200, 1, 10_000_000)
     labels: Literal["selected", "all"] = "selected"  # all: every annotated train frame (the oracle)
+    # random training crops of every finetune image, both 0 = whole frames (Hoyer: 512x512); multiples of 32
+    crop_height: int = num(0, 0, 8192)
+    crop_width: int = num(0, 0, 8192)
     seed: int = 0  # the segmenter: decoder initialisation, data order, mixing (an ablation seed)
+
+    def check(self, key: str) -> None:
+        check_crop_size(key, self.crop_height, self.crop_width)
 
 
 @dataclass(frozen=True)
@@ -270,6 +290,14 @@ class Params:
     filter: FilterConfig = field(default_factory=FilterConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def check(self, key: str) -> None:
+        """Cross-group checks: the training crops must fit in the prepared frames (data.height x width)."""
+        for name, group in (("sde", self.sde), ("finetune", self.finetune)):
+            if group.crop_height > self.data.height or group.crop_width > self.data.width:
+                raise ConfigError(f"{name}.crop_height/crop_width: crop {group.crop_height}x{group.crop_width} is "
+                                  f"larger than the prepared frames (data.height x data.width "
+                                  f"{self.data.height}x{self.data.width})")
 
 
 # --------------------------------------------------------------------------------------------

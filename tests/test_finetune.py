@@ -334,7 +334,8 @@ def test_train_segmenter_resumes_to_identical_weights(workdir, tmp_path):
 
 @pytest.mark.parametrize("overrides", [dict(init="scratch", multitask=False, mix="classmix"),
                                        dict(init="sde", multitask=False, mix="depthmix"),
-                                       dict(init="sde", multitask=True, mix="none")])
+                                       dict(init="sde", multitask=True, mix="none"),
+                                       dict(init="sde", multitask=True, mix="depthmix", crop_height=64, crop_width=64)])
 def test_stage_variants(workdir, overrides):
     metrics = _run(workdir, steps=2, **overrides)
     assert metrics["init"] == overrides["init"] and metrics["mix"] == overrides["mix"]

@@ -2,6 +2,8 @@
 CSV, PNG, re-plotting, merging and the one-line errors."""
 from __future__ import annotations
 
+import dataclasses
+
 import importlib.util
 import json
 from pathlib import Path
@@ -156,6 +158,14 @@ def test_variant_configs_and_the_supervised_loss():
     c = bench.variant_config(base, "c", 0.03, 7, 0)
     assert c.pretrained == "source" and c.phase1_steps == 7 and c.source_offsets == [-1, 1]
     assert bench.variant_config(base, "ph", 0.03, 100, 0).pose_scale == 0.5
+    # lr, sources and batch are the variant's, not the params file's
+    other = dataclasses.replace(base, lr=5e-3, source_offsets=[-2, 2], batch_size=6)
+    assert bench.variant_config(other, "b", 0.03, 100, 0).lr == 1e-4
+    assert bench.variant_config(other, "b", 0.03, 100, 0).source_offsets == [-1, 1]
+    b4 = bench.variant_config(other, "s2b4", 0.03, 100, 0)
+    assert (b4.batch_size, b4.lr, b4.source_offsets) == (4, 3e-4, [-2, 2])
+    assert bench.variant_config(other, "s2lr3", 0.03, 100, 0).batch_size == 6
+    assert bench.variant_config(other, "sup", 0.03, 100, 0).lr == 3e-4
     torch.manual_seed(0)
     gt = 1 + 10 * torch.rand(2, 1, 8, 8)
     valid = torch.rand(2, 1, 8, 8) > 0.3

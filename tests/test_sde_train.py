@@ -235,6 +235,16 @@ def test_trainer_with_wide_sources_trains(wide_manifest, tmp_path):
     assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)
 
 
+def test_trainer_on_random_crops_trains(tmp_path):
+    ds = TripletDataset(write_dataset(tmp_path / "wide", 64, 128, snippets=2, val_snippets=0), crop=(64, 64))
+    assert ds[(0, 1)]["color_0"].shape[-2:] == (64, 64)
+    torch.manual_seed(0)
+    tr = SdeTrainer(_cfg(steps=2, crop_height=64, crop_width=64), ds, torch.device("cpu"), seed=0,
+                    num_workers=0, resume_root=None, progress=False)
+    rows = tr.train().loss_log.rows
+    assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)
+
+
 # ----------------------------------------------------------------------------- training
 def test_a_few_steps_lower_the_loss(manifest):
     torch.manual_seed(0)

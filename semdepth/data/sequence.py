@@ -23,6 +23,7 @@ import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from semdepth import SemdepthError
+from semdepth.data.crop import check_crop, crop_image, crop_intrinsics, random_box
 from semdepth.data.frames import read_rgb
 from semdepth.data.manifest import target_train, training_triplets
 from semdepth.io import read_table, resolve
@@ -140,11 +141,14 @@ class TripletDataset(Dataset):
     `depth` names a manifest depth column (supervised probes: benchmarks/sde_convergence.py). Indexed by
     (row index, augmentation seed) pairs from `TripletSampler`.
 
-    `source_offsets` () gives the target frame alone (every target-domain train frame, or `ids`)."""
+    `source_offsets` () gives the target frame alone (every target-domain train frame, or `ids`).
+    `crop` (height, width): every tensor of an item is cut to one random box of that size and K follows
+    it (semdepth/data/crop.py); None trains on whole frames."""
 
     def __init__(self, manifest_path: str | Path, ids: Sequence[str] | None = None, flip_prob: float = 0.5,
                  jitter_prob: float = 0.5, pseudolabels: str | Path | None = None,
-                 source_offsets: Sequence[int] = TRIPLET, depth: str | None = None) -> None:
+                 source_offsets: Sequence[int] = TRIPLET, depth: str | None = None,
+                 crop: tuple[int, int] | None = None) -> None:
         manifest_path = Path(manifest_path)
         root = manifest_path.parent
         self.source_offsets = tuple(int(o) for o in source_offsets)
@@ -164,6 +168,8 @@ class TripletDataset(Dataset):
         self.K = torch.tensor(np.stack([[[r.fx, 0, r.cx], [0, r.fy, r.cy], [0, 0, 1]] for r in rows.itertuples()]),
                               dtype=torch.float32)
         self.height, self.width = int(rows["height"].iloc[0]), int(rows["width"].iloc[0])
+        check_crop("sde", crop, self.height, self.width)
+        self.crop = crop
         self.flip_prob, self.jitter_prob = flip_prob, jitter_prob
         self.jitter = ColorJitter()
         self.foreground: list[Path] | None = None
@@ -184,6 +190,9 @@ class TripletDataset(Dataset):
         flip = bool(torch.rand(1, generator=g) < self.flip_prob)
         jitter = bool(torch.rand(1, generator=g) < self.jitter_prob)
         ops = self.jitter.sample(g)  # drawn always: the stream does not depend on the coin flips
+        # drawn last, and only with a crop: whole-frame runs keep their stream bit for bit
+        box = random_box(g, self.height, self.width, self.crop) if self.crop else None
+        cut = (lambda x: crop_image(x, box).contiguous()) if box else (lambda x: x)  # noqa: E731
         K = self.K[index].clone()
         item: dict = {"index": index}
         for o, p in zip(self.offsets, self.paths[index]):
@@ -193,19 +202,23 @@ class TripletDataset(Dataset):
                                     f"{self.height}x{self.width}")
             if flip:
                 img = img.flip(-1)
-            item[f"color_{o}"] = img
-            item[f"aug_{o}"] = self.jitter.apply(img, ops) if jitter else img
+            # jitter before the cut: contrast and saturation use the frame's mean, so a crop is exactly
+            # a box of the whole-frame item
+            item[f"aug_{o}"] = cut(self.jitter.apply(img, ops)) if jitter else cut(img)
+            item[f"color_{o}"] = cut(img)
         if flip:
             K[0, 2] = (self.width - 1) - K[0, 2]
+        if box:
+            K = crop_intrinsics(K, box)
         item["K"], item["inv_K"] = K, torch.linalg.inv(K)
         if self.foreground is not None:
             from semdepth.data.frames import read_label_u8
 
             fg = torch.from_numpy(read_label_u8(self.foreground[index]).astype(np.float32))[None]
-            item["foreground"] = fg.flip(-1) if flip else fg
+            item["foreground"] = cut(fg.flip(-1) if flip else fg)
         if self.depth is not None:
             d = torch.from_numpy(np.load(self.depth[index]).astype(np.float32))[None]
-            item["depth"] = d.flip(-1) if flip else d
+            item["depth"] = cut(d.flip(-1) if flip else d)
         return item
 
 

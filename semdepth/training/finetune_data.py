@@ -8,7 +8,8 @@ Each step has a *labelled* batch (the selected frames with their ground truth, n
 *mixing* batch drawn from labelled ∪ unlabelled frames (Hoyer: labelled frames contribute one-hot
 ground truth, unlabelled ones teacher predictions). Frames with both temporal neighbours also carry
 them and their intrinsics for the multi-task self-supervised depth loss. Random horizontal flips
-mirror image, label, neighbours and intrinsics together.
+mirror image, label, neighbours and intrinsics together; `finetune.crop_height/crop_width` then cut
+all of them (and shift the intrinsics) to one random box per sample.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from semdepth.data.crop import box_at, check_crop, crop_image, crop_intrinsics
 from semdepth.data.frames import read_label, read_rgb
 from semdepth.geometry.camera import flip_intrinsics, intrinsics_matrix
 
@@ -61,8 +63,10 @@ class FramePool:
     def has_neighbours(self, i: int) -> bool:
         return self.prev[i] is not None and self.next[i] is not None
 
-    def load(self, idx: Sequence[int], flips: torch.Tensor, neighbours: bool) -> dict[str, torch.Tensor]:
-        """Stacked tensors for rows `idx`; rows with flips[k] are mirrored (with their intrinsics)."""
+    def load(self, idx: Sequence[int], flips: torch.Tensor, neighbours: bool, crop: tuple[int, int] | None = None,
+             corners: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Stacked tensors for rows `idx`; rows with flips[k] are mirrored (with their intrinsics), then,
+        with a `crop`, cut to the box whose corner sits at `corners[k]` (fractions, crop.box_at)."""
         imgs, labs, prevs, nexts, nb = [], [], [], [], []
         for i in idx:
             img = read_rgb(self.image[i])
@@ -86,6 +90,14 @@ class FramePool:
                 if key in out:
                     out[key][f] = out[key][f].flip(-1)
             out["K"][f] = flip_intrinsics(out["K"][f], w)
+        if crop is not None:
+            h = out["image"].shape[-2]
+            check_crop("finetune", crop, h, w)
+            boxes = [box_at(u, h, w, crop) for u in corners]
+            for key in ("image", "label", "prev", "next"):
+                if key in out:
+                    out[key] = torch.stack([crop_image(x, b) for x, b in zip(out[key], boxes)])
+            out["K"] = torch.stack([crop_intrinsics(k, b) for k, b in zip(out["K"], boxes)])
         return out
 
 
@@ -101,13 +113,14 @@ class StepBatches(Dataset):
 
     def __init__(self, labelled: FramePool, mixing: FramePool, batch_labeled: int, batch_mixing: int,
                  seed: int, steps: int, start: int = 0, neighbours: bool = False, with_mixing: bool = True,
-                 flip_prob: float = 0.5) -> None:
+                 flip_prob: float = 0.5, crop: tuple[int, int] | None = None) -> None:
         if len(labelled) == 0:
             raise ValueError("no labelled frames")
         self.labelled, self.mixing = labelled, mixing
         self.bl, self.bm = batch_labeled, batch_mixing
         self.seed, self.steps, self.start = seed, steps, start
         self.neighbours, self.with_mixing, self.flip_prob = neighbours, with_mixing, flip_prob
+        self.crop = crop
 
     def __len__(self) -> int:
         return self.steps - self.start
@@ -122,11 +135,16 @@ class StepBatches(Dataset):
                                         "mix_seed": torch.randint(0, 2**62, (), generator=g)}
         li = _draw(len(self.labelled), self.bl, g)
         lf = torch.rand(self.bl, generator=g) < self.flip_prob
-        for key, v in self.labelled.load(li, lf, self.neighbours).items():
-            out[f"l_{key}"] = v
-        if self.with_mixing or self.neighbours:
+        mixing = self.with_mixing or self.neighbours
+        if mixing:
             mi = _draw(len(self.mixing), self.bm, g)
             mf = torch.rand(self.bm, generator=g) < self.flip_prob
-            for key, v in self.mixing.load(mi, mf, self.neighbours).items():
+        # crop corners drawn after everything else, and only with a crop: whole-frame runs keep their stream
+        lc = torch.rand(self.bl, 2, generator=g) if self.crop else None
+        mc = torch.rand(self.bm, 2, generator=g) if self.crop and mixing else None
+        for key, v in self.labelled.load(li, lf, self.neighbours, self.crop, lc).items():
+            out[f"l_{key}"] = v
+        if mixing:
+            for key, v in self.mixing.load(mi, mf, self.neighbours, self.crop, mc).items():
                 out[f"m_{key}"] = v
         return out

@@ -20,6 +20,7 @@ import torch
 
 from semdepth import SemdepthError
 from semdepth.config import to_dict
+from semdepth.data.crop import crop_size
 from semdepth.data.sequence import TripletDataset
 from semdepth.io import atomic_file, read_table
 from semdepth.metrics.depth_eval import evaluate_depth_net, row_median_prior_metrics
@@ -72,7 +73,8 @@ def triplet_dataset(paths: SdePaths, cfg: Any, ids: Sequence[str] | None = None)
             raise SemdepthError(f"sde.guidance {cfg.guidance}: {paths.pseudolabels} not found "
                                 f"(run pseudolabel first)")
         pseudo = paths.pseudolabels
-    return TripletDataset(paths.manifest, ids, cfg.flip_prob, cfg.jitter_prob, pseudo, cfg.source_offsets)
+    return TripletDataset(paths.manifest, ids, cfg.flip_prob, cfg.jitter_prob, pseudo, cfg.source_offsets,
+                          crop=crop_size(cfg.crop_height, cfg.crop_width))
 
 
 def evaluate(p: Any, paths: SdePaths, device: torch.device, depth_net: DepthNet, description: str) -> dict:

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from semdepth import SemdepthError
 from semdepth.config import to_dict
+from semdepth.data.crop import crop_size
 from semdepth.data.frames import read_label, read_rgb
 from semdepth.data.labels import NUM_CLASSES
 from semdepth.data.manifest import labelled_val, read_manifest, target_train
@@ -200,7 +201,8 @@ def train_segmenter(p: Any, paths: FinetunePaths, device: torch.device, *, track
     start = loop.resume(checkpoints, losses, "finetune")
     student = ddp.wrap(model, device)
     data = StepBatches(lab_pool, mix_pool, cfg.batch_labeled, cfg.batch_unlabeled, p.finetune.seed * 1000 + rank,
-                       cfg.steps, start, neighbours=cfg.multitask, with_mixing=cfg.mix != "none")
+                       cfg.steps, start, neighbours=cfg.multitask, with_mixing=cfg.mix != "none",
+                       crop=crop_size(cfg.crop_height, cfg.crop_width))
     workers = p.compute.num_workers
     # Own generator: creating the iterator must not draw from the global RNG (resume determinism).
     loader = DataLoader(data, batch_size=None, shuffle=False, num_workers=workers,
