@@ -4,8 +4,8 @@ distance) and one finetune step (multi-task, DepthMix, mean teacher), with time,
 memory per variant. One JSON row per measurement, then one estimate row per variant.
 
 On a GPU (the default when CUDA is present):
-- sizes 512x512 (Hoyer's random crops of 1024x512) and 1024x512 (the full frames the pipeline trains
-  on today: it has no random-crop option), SDE batch `sde.batch_size` (4, global), finetune
+- sizes 512x512 (Hoyer's random crops of 1024x512, what the profile trains on: `sde.crop_*`,
+  `finetune.crop_*`) and 1024x512 (whole frames, crops off), SDE batch `sde.batch_size` (4, global), finetune
   `finetune.batch_labeled` + `batch_unlabeled` (2 + 2, per GPU), as in the profile;
 - variants: autocast on/off (bf16; fp16 on GPUs without bf16, as the SDE trainer) x channels_last
   on/off x activation checkpointing on/off

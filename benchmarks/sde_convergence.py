@@ -385,8 +385,8 @@ def plot(csv_path: Path, png_path: Path) -> None:
     info = []
     for col in ("size", "batch", "threads"):
         if col in curves and curves[col].notna().any():
-            val = curves[col].dropna().iloc[0]
-            info.append(f"{col} {int(val) if isinstance(val, float) else val}")
+            vals = [int(v) if isinstance(v, float) else v for v in dict.fromkeys(curves[col].dropna())]
+            info.append(f"{col} {' / '.join(map(str, vals))}")
     ax.set_xlabel("training wall-clock minutes (evaluation excluded)")
     ax.set_ylabel("val AbsRel (network median-scaled)")
     ax.set_title("SDE convergence on SynthCity" + (f" ({', '.join(info)})" if info else ""), fontsize=10)

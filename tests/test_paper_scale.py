@@ -227,3 +227,32 @@ def test_benchmark_cpu_mode_runs_one_step_of_each_kind(capsys):
     assert all(r["s_per_step_median"] > 0 for r in rows[:3])
     assert rows[-1]["sde_steps"] == "300000+50000" and rows[-1]["finetune_steps"] == 40000
     assert len(capsys.readouterr().out.strip().splitlines()) == 4
+
+
+def _memory_benchmark():
+    name = "_paper_memory_benchmark"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / "paper_memory.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def test_memory_estimate_extrapolates_the_sde_batch_and_flags_11gib():
+    rows = [{"kind": "sde_phase2", "batch": "1", "checkpointing": False, "alloc_gib": 4.0},
+            {"kind": "sde_phase2", "batch": "2", "checkpointing": False, "alloc_gib": 6.5},
+            {"kind": "finetune", "batch": "2+2", "checkpointing": True, "alloc_gib": 12.0}]
+    est = {(r["kind"], r["checkpointing"]): r for r in _memory_benchmark().estimates(rows, sde_batch=4)}
+    sde = est[("sde_phase2", False)]
+    assert sde["alloc_gib_est"] == pytest.approx(4.0 + 3 * 2.5) and sde["per_image_gib"] == pytest.approx(2.5)
+    assert sde["batch"] == "4" and sde["fits_11gib_est"] is False
+    ft = est[("finetune", True)]
+    assert ft["alloc_gib_est"] == 12.0 and ft["fits_11gib_est"] is False
+    assert set(est) == {("sde_phase2", False), ("finetune", True)}  # no row for settings not measured
+
+
+def test_memory_benchmark_measures_one_step_in_process():
+    row = _memory_benchmark().one("sde_phase2", 1, True, (64, 64), PROFILE, 1)
+    assert row["encoder"] == "resnet101" and row["checkpointing"] is True and row["batch"] == "1"
+    assert row["peak_gib"] >= row["base_gib"] > 0 and row["weights_gib"] > 0.1  # ResNet-101 + pose net weights
