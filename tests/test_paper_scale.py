@@ -209,14 +209,19 @@ def test_cityscapes_protocol_scores_the_test_split_inside_the_crop(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ benchmark
-def _benchmark():
-    name = "_paper_scale_benchmark"
+def _load_benchmark(script: str):
+    """benchmarks/<script>.py as a module (registered: its dataclasses look their module up)."""
+    name = f"_{script}_benchmark"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / "paper_scale.py")
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{script}.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def _benchmark():
+    return _load_benchmark("paper_scale")
 
 
 def test_benchmark_cpu_mode_runs_one_step_of_each_kind(capsys):
@@ -230,13 +235,7 @@ def test_benchmark_cpu_mode_runs_one_step_of_each_kind(capsys):
 
 
 def _memory_benchmark():
-    name = "_paper_memory_benchmark"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / "paper_memory.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return _load_benchmark("paper_memory")
 
 
 def test_memory_estimate_extrapolates_the_sde_batch_and_flags_11gib():
