@@ -178,6 +178,10 @@ class SdeConfig:
     # random training crops, both 0 = whole frames (Hoyer: 512x512 of 1024x512); multiples of 32
     crop_height: int = num(0, 0, 8192)
     crop_width: int = num(0, 0, 8192)
+    # step speed (benchmarks/sde_step.py): Adam's fused kernel (equal up to ~1e-9 per update, not bit for
+    # bit) and channels_last networks and tensors (faster on AVX-512 CPUs, slower on some AVX2 ones)
+    fused_adam: bool = False
+    channels_last: bool = False
     flip_prob: float = num(0.5, 0.0, 1.0)
     jitter_prob: float = num(0.5, 0.0, 1.0)
     phase1_steps: int = num(0, 0, 10_000_000)  # pretrained encoder only: steps with the encoder frozen

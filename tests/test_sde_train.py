@@ -245,6 +245,20 @@ def test_trainer_on_random_crops_trains(tmp_path):
     assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)
 
 
+def test_fused_adam_and_channels_last_train_like_the_default(manifest):
+    losses, trainers = {}, {}
+    for fast in (False, True):
+        torch.manual_seed(0)
+        tr = SdeTrainer(_cfg(steps=3, fused_adam=fast, channels_last=fast), TripletDataset(manifest),
+                        torch.device("cpu"), seed=0, num_workers=0, resume_root=None, progress=False)
+        losses[fast], trainers[fast] = [r["loss"] for r in tr.train().loss_log.rows], tr
+    assert trainers[True].optimizer.defaults["fused"] is True and not trainers[False].optimizer.defaults["fused"]
+    conv = trainers[True].depth_net.encoder.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-5)  # same init, same first batch
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3)  # other kernels, the same optimisation
+
+
 # ----------------------------------------------------------------------------- training
 def test_a_few_steps_lower_the_loss(manifest):
     torch.manual_seed(0)

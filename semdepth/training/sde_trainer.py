@@ -145,6 +145,7 @@ class SdeTrainer:
         self.device = ddp.init(device)
         self.rank, self.world = ddp.world()
         self.num_workers, self.tracker, self.description = num_workers, tracker, description
+        channels_last = channels_last or cfg.channels_last
         self.channels_last, self.progress = channels_last, progress
         self.pretrained = None if pretrained in (None, "", "none") else pretrained
         self.ocfg = objective or objective_config(cfg)
@@ -190,7 +191,7 @@ class SdeTrainer:
             params = list(self.depth_net.parameters())
             lr = self.cfg.phase2_lr if phase == 2 else self.cfg.lr
         params += list(self.pose_net.parameters())
-        self.optimizer = torch.optim.Adam(params, lr=lr)
+        self.optimizer = torch.optim.Adam(params, lr=lr, fused=True if self.cfg.fused_adam else None)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, self.cfg.lr_step, self.cfg.lr_decay)
         # DDP registers the parameters that need gradients at construction: re-wrap on a phase change.
         self._depth = ddp.wrap(self.depth_net, self.device)
