@@ -13,7 +13,8 @@ Variants, each trained from the same seed for the same wall-clock budget with th
 - `s4`, `s4lr3`: b with all four sources ±1, ±2 (`[-2, -1, 1, 2]`, minimum over the four), at both lrs;
 - `ph`: b with the pose net on half-size inputs (`sde.pose_scale: 0.5`, a faster step);
 - around the default (`s2lr3`: sources ±2, lr 3e-4): `s2lr10` lr 1e-3, `s2b4` / `s2b16` batch 4 / 16,
-  `s2ph` the pose net at half size;
+  `s2ph` the pose net at half size, `s2fast` the fast step (pose net at half size, `sde.fused_adam`,
+  `sde.channels_last`: more steps in the same minutes);
 - `sup`: the supervised ceiling: the same depth network (same initial weights) trained on SynthCity's
   exact depth (`depth_exact`) of the training frames of the ±1 triplets (360 targets, a superset of
   the default's 120) with the scale-invariant log loss (semdepth/losses/silog.py) on all four scales
@@ -84,6 +85,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "s2b4": ("default at batch 4", {"source_offsets": WIDE, "lr": 3e-4, "batch_size": 4}),
     "s2b16": ("default at batch 16", {"source_offsets": WIDE, "lr": 3e-4, "batch_size": 16}),
     "s2ph": ("default, pose net at half size", {"source_offsets": WIDE, "lr": 3e-4, "pose_scale": 0.5}),
+    "s2fast": ("default, fast step (pose half, fused Adam, channels_last)",
+               {"source_offsets": WIDE, "lr": 3e-4, "pose_scale": 0.5, "fused_adam": True, "channels_last": True}),
     "sup": ("supervised ceiling (exact depth, SI-log), lr 3e-4", {"lr": 3e-4}),
 }
 LABELS = {k: v[0] for k, v in VARIANTS.items()}
@@ -114,7 +117,8 @@ def variant_config(base: SdeConfig, variant: str, forward_init: float, phase1_st
         raise SemdepthError(f"--variants: unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
     common = dict(steps=NO_DECAY, lr_step=lr_step if lr_step > 0 else NO_DECAY, guidance="none",
                   checkpoint_every=NO_DECAY, pose_forward_init=forward_init, pretrained="none", phase1_steps=0,
-                  source_offsets=[-1, 1], pose_scale=1.0, lr=1e-4, crop_height=0, crop_width=0)
+                  source_offsets=[-1, 1], pose_scale=1.0, lr=1e-4, crop_height=0, crop_width=0,
+                  fused_adam=False, channels_last=False)
     overrides = dict(VARIANTS[variant][1])
     if overrides.get("pretrained") == "source":
         overrides["phase1_steps"] = phase1_steps

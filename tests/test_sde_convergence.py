@@ -166,6 +166,9 @@ def test_variant_configs_and_the_supervised_loss():
     assert (b4.batch_size, b4.lr, b4.source_offsets) == (4, 3e-4, [-2, 2])
     assert bench.variant_config(other, "s2lr3", 0.03, 100, 0).batch_size == 6
     assert bench.variant_config(other, "sup", 0.03, 100, 0).lr == 3e-4
+    fast = bench.variant_config(other, "s2fast", 0.03, 100, 0)
+    assert fast.fused_adam and fast.channels_last and fast.pose_scale == 0.5
+    assert not bench.variant_config(dataclasses.replace(other, fused_adam=True), "s2lr3", 0.03, 100, 0).fused_adam
     torch.manual_seed(0)
     gt = 1 + 10 * torch.rand(2, 1, 8, 8)
     valid = torch.rand(2, 1, 8, 8) > 0.3
