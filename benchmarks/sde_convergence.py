@@ -374,8 +374,9 @@ def plot(csv_path: Path, png_path: Path) -> None:
     if curves.empty:
         raise SemdepthError(f"{csv_path}: has no evaluation points")
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    palette = plt.get_cmap("tab10").colors
-    colors = {v: palette[i % len(palette)] for i, v in enumerate(VARIANTS)}
+    present = sorted(set(curves["variant"].astype(str)))  # one distinct colour per curve drawn
+    palette = plt.get_cmap("tab10" if len(present) <= 10 else "tab20").colors
+    colors = {v: palette[i % len(palette)] for i, v in enumerate(present)}
     for v, g in curves.groupby("variant", sort=True):
         g = g.sort_values("minutes")
         label = g["label"].iloc[0] if "label" in g and isinstance(g["label"].iloc[0], str) else str(v)
