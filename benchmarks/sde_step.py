@@ -5,13 +5,14 @@ variants of one setting run interleaved in one process (one step of each in turn
 step), so load changes on a shared machine hit all of them alike:
 - `naive`: identity errors recomputed per scale, one warp/SSIM pass per scale (monodepth2's loop
   structure, same networks),
-- `ours`: the project's default step: identity errors once per batch, all scales and sources warped
-  and scored in one batched call, the target's SSIM moments once,
+- `ours`: the project's objective (full-size pose input, plain Adam): identity errors once per batch,
+  all scales and sources warped and scored in one batched call, the target's SSIM moments once,
 - `ours+channels_last`: the same with channels_last networks and tensors (the trainer's
   `channels_last=True`; the same maths, other kernels),
 - `ours+pose_half`: the pose net on half-size inputs (`sde.pose_scale: 0.5`; other results),
 - `ours+fused_adam`: Adam's fused CPU kernel (`torch.optim.Adam(fused=True)`; equal up to ~1e-9 per
   update, not bit for bit),
+- `ours+pose_half+fused_adam`: both (the default profile's step: `sde.pose_scale: 0.5`, `sde.fused_adam: true`),
 - `ours+all`: channels_last + pose_half + fused_adam,
 - `ours+compile` (with `--compile`): torch.compile of both networks; its compile time is reported
   separately (`compile_s`) and is not in the step times.
@@ -20,7 +21,12 @@ step), so load changes on a shared machine hit all of them alike:
 `peak_rss_mb`: each variant's peak RSS, measured in a fresh process of its own (two steps; a shared
 process could only report the maximum of all), and `rss_before_mb` its RSS before the first step.
 
+`--isa avx2` caps the kernels at AVX2 (oneDNN, ATen's vectorised ops, MKL) on an AVX-512 machine: a
+proxy for the AVX2-only machines this project budgets for. It shows how the kernels' instruction set
+moves each variant, not the other machine's clock or caches; each row records `cpu_capability`.
+
     python benchmarks/sde_step.py [--steps 5] [--threads 2] [--only 416x128] [--compile] [--no-memory]
+                                  [--isa avx2]
 """
 from __future__ import annotations
 
@@ -36,6 +42,11 @@ import time
 # shadow it inside torch's imports; this script needs nothing from its own folder.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
+# Instruction-set caps are read once, when torch and its libraries load, so they are set from argv here.
+ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
+if "--isa" in sys.argv[:-1]:
+    os.environ.update(ISA_ENV.get(sys.argv[sys.argv.index("--isa") + 1], {}))
+
 import torch  # noqa: E402
 
 from semdepth.config import SdeConfig  # noqa: E402
@@ -44,11 +55,13 @@ from semdepth.models.sde import build_depth_net, build_pose_net  # noqa: E402
 from semdepth.training.sde_trainer import objective_config, step_losses  # noqa: E402
 
 SETTINGS = ((128, 416, 4), (64, 128, 8))  # (height, width, batch)
-VARIANTS = ("naive", "ours", "ours+channels_last", "ours+pose_half", "ours+fused_adam", "ours+all")
+VARIANTS = ("naive", "ours", "ours+channels_last", "ours+pose_half", "ours+fused_adam", "ours+pose_half+fused_adam",
+            "ours+all")
 OPTIONS = {  # variant -> (channels_last, pose_scale, fused_adam, compile)
     "naive": (False, 1.0, False, False), "ours": (False, 1.0, False, False),
     "ours+channels_last": (True, 1.0, False, False), "ours+pose_half": (False, 0.5, False, False),
-    "ours+fused_adam": (False, 1.0, True, False), "ours+all": (True, 0.5, True, False),
+    "ours+fused_adam": (False, 1.0, True, False), "ours+pose_half+fused_adam": (False, 0.5, True, False),
+    "ours+all": (True, 0.5, True, False),
     "ours+compile": (False, 1.0, False, True),
 }
 
@@ -122,7 +135,8 @@ def time_setting(h: int, w: int, b: int, steps: int, variants: list[str]) -> dic
         rows[v] = {"bench": "sde_step", "size": f"{w}x{h}", "batch": b, "variant": v, "steps": steps,
                    "s_per_step_median": round(med, 4), "s_per_step_min": round(min(wall), 4),
                    "cpu_s_per_step_median": round(statistics.median([c for _, c in times[v]]), 4),
-                   "images_per_s": round(b / med, 3), "threads": torch.get_num_threads()}
+                   "images_per_s": round(b / med, 3), "threads": torch.get_num_threads(),
+                   "cpu_capability": torch.backends.cpu.get_cpu_capability()}
         if OPTIONS[v][3]:
             rows[v]["compile_s"] = round(first[v] - med, 1)
     return rows
@@ -152,6 +166,8 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(OPTIONS))
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of both networks")
     ap.add_argument("--no-memory", action="store_true", help="skip the per-variant peak-memory processes")
+    ap.add_argument("--isa", choices=sorted(ISA_ENV), default=None,
+                    help="cap the kernels' instruction set (a proxy for older CPUs; child processes inherit it)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
