@@ -44,8 +44,11 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 
 # Instruction-set caps are read once, when torch and its libraries load, so they are set from argv here.
 ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
-if "--isa" in sys.argv[:-1]:
-    os.environ.update(ISA_ENV.get(sys.argv[sys.argv.index("--isa") + 1], {}))
+for _i, _arg in enumerate(sys.argv):
+    _isa = _arg.partition("=")[2] if _arg.startswith("--isa=") else (
+        sys.argv[_i + 1] if _arg == "--isa" and _i + 1 < len(sys.argv) else None)
+    if _isa in ISA_ENV:
+        os.environ.update(ISA_ENV[_isa])
 
 import torch  # noqa: E402
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sde_step.py"
 
 
@@ -16,8 +18,9 @@ def _rows(*extra: str) -> list[dict]:
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
-def test_isa_cap_reaches_torch_and_rows_compare_against_naive() -> None:
-    rows = _rows("--isa", "avx2")
+@pytest.mark.parametrize("flag", [("--isa", "avx2"), ("--isa=avx2",)])
+def test_isa_cap_reaches_torch_and_rows_compare_against_naive(flag: tuple[str, ...]) -> None:
+    rows = _rows(*flag)
     assert [r["variant"] for r in rows] == ["naive", "ours+pose_half+fused_adam"]
     assert {r["cpu_capability"] for r in rows} == {"AVX2"}  # the cap is set before torch loads
     naive = rows[0]["s_per_step_median"]
