@@ -44,11 +44,9 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 
 # Instruction-set caps are read once, when torch and its libraries load, so they are set from argv here.
 ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
-for _i, _arg in enumerate(sys.argv):
-    _isa = _arg.partition("=")[2] if _arg.startswith("--isa=") else (
-        sys.argv[_i + 1] if _arg == "--isa" and _i + 1 < len(sys.argv) else None)
-    if _isa in ISA_ENV:
-        os.environ.update(ISA_ENV[_isa])
+_pre = argparse.ArgumentParser(add_help=False)
+_pre.add_argument("--isa", choices=sorted(ISA_ENV), default=None)
+os.environ.update(ISA_ENV.get(_pre.parse_known_args()[0].isa, {}))
 
 import torch  # noqa: E402
 
